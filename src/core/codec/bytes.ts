@@ -35,3 +35,16 @@ export function fromHex(hex: string): Uint8Array {
   for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(2 * i, 2 * i + 2), 16);
   return out;
 }
+
+/**
+ * Unambiguous concatenation for MAC and KDF inputs: each part as a 2-byte big-endian length
+ * followed by its bytes, so ("ab","c") and ("a","bc") never collide.
+ */
+export function lengthPrefixed(...parts: Uint8Array[]): Uint8Array {
+  const framed: Uint8Array[] = [];
+  for (const p of parts) {
+    if (p.length > 0xffff) throw new RangeError("lengthPrefixed: part longer than 65535 bytes");
+    framed.push(new Uint8Array([p.length >> 8, p.length & 0xff]), p);
+  }
+  return concatBytes(...framed);
+}

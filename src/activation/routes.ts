@@ -1,0 +1,415 @@
+/**
+ * Activation's HTTP surface: parse (schemas at the edge), authorise, call ActivationService.
+ * docs/protocols/activation.md describes each message.
+ */
+import { Type } from "typebox";
+import { fromBase64urlOfLength } from "../core/codec/base64url.ts";
+import { HandsafeError } from "../core/errors.ts";
+import { authenticateUser, findUserByEmail, issueToken, type AuthTables, type Principal } from "../platform/auth/store.ts";
+import type { Platform } from "../platform/context.ts";
+import type { App } from "../platform/http/app.ts";
+import { enrolHandset, findHandset } from "../platform/registry/handsets.ts";
+import { ACTIVATION_CONTENT_TYPE } from "./protocol.ts";
+import { ActivationService } from "./server.ts";
+import type { Kysely } from "kysely";
+import type { FastifyRequest } from "fastify";
+
+const SESSION_TTL_MS = 15 * 60 * 1000;
+const b64u = (max: number) => Type.String({ pattern: "^[A-Za-z0-9_-]*$", maxLength: max });
+const ServiceUid = Type.String({ minLength: 1, maxLength: 63 });
+/** Query strings are text: whole numbers are checked by pattern, then converted. */
+const QueryInt = Type.String({ pattern: "^[0-9]{1,15}$" });
+const HandsetId = Type.String({ pattern: "^hs_[A-Za-z0-9_-]{22}$" });
+const ErrorBody = Type.Object({
+  error: Type.Object({ code: Type.String(), message: Type.String() }),
+});
+const SignedGrantSchema = Type.Object({
+  grant: Type.Object({
+    v: Type.Literal(1),
+    activationId: Type.String(),
+    serviceUid: Type.String(),
+    handsetId: Type.String(),
+    secret: Type.String(),
+    exchangeUrl: Type.String(),
+    expiresAt: Type.Integer(),
+  }),
+  keyId: Type.String(),
+  signature: Type.String(),
+});
+const ServiceInfoSchema = Type.Object({
+  uid: Type.String(),
+  name: Type.String(),
+  keyId: Type.String(),
+  publicKey: Type.String(),
+  exchangeUrl: Type.String(),
+});
+const LoginBody = Type.Object(
+  {
+    email: Type.String({ maxLength: 320 }),
+    password: Type.String({ maxLength: 1024 }),
+    identityKey: b64u(43),
+    label: Type.Optional(Type.String({ maxLength: 100 })),
+  },
+  { additionalProperties: false },
+);
+
+/** Logins are limited per client address and per account, so neither can be brute-forced. */
+const LOGIN_RATE = { max: 10, timeWindow: 60_000 };
+
+export function registerActivationRoutes(app: App, platform: Platform): ActivationService {
+  const service = new ActivationService(platform);
+  const authDb = platform.db as Kysely<AuthTables>;
+  const { guards } = platform;
+
+  const loginRateLimit = {
+    ...LOGIN_RATE,
+    keyGenerator: (request: FastifyRequest) => {
+      const email = (request.body as { email?: unknown } | undefined)?.email;
+      return `login:${request.ip}:${typeof email === "string" ? email.toLowerCase().slice(0, 320) : ""}`;
+    },
+    onExceeded: (request: FastifyRequest) => {
+      void platform.audit({
+        actor: `ip:${request.ip}`,
+        action: "auth.rate_limited",
+        subject: request.routeOptions.url ?? "",
+        outcome: "deny",
+      });
+    },
+  };
+
+  /** Sign-in on a handset: the account's password plus the handset's identity key. */
+  async function signIn(body: { email: string; password: string; identityKey: string; label?: string }) {
+    const identityKey = fromBase64urlOfLength(body.identityKey, 32, "identityKey");
+    let user: Awaited<ReturnType<typeof authenticateUser>>;
+    try {
+      user = await authenticateUser(authDb, body.email, body.password);
+    } catch (e) {
+      await platform.audit({ actor: "anonymous", action: "auth.login", subject: "handset", outcome: "deny", details: { code: (e as HandsafeError).code } });
+      throw e;
+    }
+    const handset = await enrolHandset(platform.db, { userId: user.id, identityKey, ...(body.label ? { label: body.label } : {}) }, platform.clock());
+    await platform.audit({ actor: user.id, action: "auth.login", subject: handset.id, outcome: "allow" });
+    return { user, handset };
+  }
+
+  function handsetOf(p: Principal): { userId: string; handsetId: string } {
+    if (p.kind !== "session" || !p.userId || !p.handsetId)
+      throw new HandsafeError("auth.forbidden", "a handset session is required", { status: 403 });
+    return { userId: p.userId, handsetId: p.handsetId };
+  }
+
+  /** A handset session may act on its own handset only; an admin on any. */
+  async function mayActOnHandset(request: FastifyRequest, handsetId: string): Promise<Principal> {
+    const p = await guards.session(request, { allowAdmin: true });
+    if (p.kind === "session" && p.handsetId !== handsetId) {
+      await platform.audit({ actor: p.handsetId ?? "unknown", action: "auth.cross_handset", subject: handsetId, outcome: "deny" });
+      throw new HandsafeError("auth.forbidden", "a handset may only see its own keys", { status: 403 });
+    }
+    return p;
+  }
+
+  app.post(
+    "/v1/activation/login",
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "Sign in on a handset (email, password, handset identity key); returns a session",
+        body: LoginBody,
+        response: {
+          200: Type.Object({
+            token: Type.String(),
+            expiresAt: Type.Integer(),
+            handsetId: Type.String(),
+            pendingServices: Type.Array(Type.String()),
+          }),
+          401: ErrorBody,
+        },
+      },
+      config: { rateLimit: loginRateLimit },
+    },
+    async (request) => {
+      const { user, handset } = await signIn(request.body);
+      const { token, expiresAt } = await issueToken(authDb, { kind: "session", userId: user.id, handsetId: handset.id, ttlMs: SESSION_TTL_MS }, platform.clock());
+      return { token, expiresAt: expiresAt!, handsetId: handset.id, pendingServices: await service.pendingServices(handset.id) };
+    },
+  );
+
+  app.post(
+    "/v1/activation/grants",
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "One-time activation secret and service address, signed with the service key",
+        security: [{ bearer: [] }],
+        body: Type.Object({ serviceUid: ServiceUid }, { additionalProperties: false }),
+        response: { 200: SignedGrantSchema },
+      },
+    },
+    async (request, reply) => {
+      const { userId, handsetId } = handsetOf(await guards.session(request));
+      const signed = await service.issueGrant({ userId, handsetId, serviceUid: request.body.serviceUid });
+      reply.header("cache-control", "no-store");
+      reply.type(ACTIVATION_CONTENT_TYPE);
+      return signed;
+    },
+  );
+
+  // The browser flow: a sign-in page whose answer is the signed grant itself, in a content type
+  // that the browser hands to the handsafe plug-in (SDK: handleActivationResponse).
+  app.get(
+    "/v1/activation/signin",
+    { schema: { tags: ["activation"], summary: "Web sign-in page for the browser flow", querystring: Type.Object({ service: ServiceUid }) } },
+    async (request, reply) => {
+      const s = await service.getService(request.query.service);
+      reply.type("text/html; charset=utf-8").header("content-security-policy", "default-src 'none'; form-action 'self'");
+      return signinPage(s.uid, s.name);
+    },
+  );
+
+  app.post(
+    "/v1/activation/signin",
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "Browser sign-in: answers application/vnd.handsafe.activation+json",
+        body: Type.Object(
+          { ...LoginBody.properties, serviceUid: ServiceUid },
+          { additionalProperties: false },
+        ),
+        response: { 200: SignedGrantSchema },
+      },
+      config: { rateLimit: loginRateLimit },
+    },
+    async (request, reply) => {
+      const { user, handset } = await signIn(request.body);
+      const signed = await service.issueGrant({ userId: user.id, handsetId: handset.id, serviceUid: request.body.serviceUid });
+      reply.header("cache-control", "no-store");
+      reply.type(ACTIVATION_CONTENT_TYPE);
+      return signed;
+    },
+  );
+
+  // The service UID endpoint: no login — CPace authenticates both sides by the secret.
+  const exchangeRate = { max: 30, timeWindow: 60_000 };
+  app.post(
+    "/v1/activation/exchange/:serviceUid/start",
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "CPace: the handset's Ya; answers the service's Yb and key confirmation",
+        params: Type.Object({ serviceUid: ServiceUid }),
+        body: Type.Object({ activationId: b64u(22), ya: b64u(43) }, { additionalProperties: false }),
+        response: { 200: Type.Object({ yb: Type.String(), confirm: Type.String() }) },
+      },
+      config: { rateLimit: exchangeRate },
+    },
+    async (request) => service.exchangeStart(request.params.serviceUid, request.body),
+  );
+
+  app.post(
+    "/v1/activation/exchange/:serviceUid/confirm",
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "CPace: the handset's key confirmation; the service stores the key",
+        params: Type.Object({ serviceUid: ServiceUid }),
+        body: Type.Object({ activationId: b64u(22), confirm: b64u(43) }, { additionalProperties: false }),
+        response: {
+          200: Type.Object({ fingerprint: Type.String(), serviceUid: Type.String(), handsetId: Type.String() }),
+        },
+      },
+      config: { rateLimit: exchangeRate },
+    },
+    async (request) => service.exchangeConfirm(request.params.serviceUid, request.body),
+  );
+
+  app.get(
+    "/v1/services",
+    { schema: { tags: ["activation"], summary: "Activation-capable services and their public keys", response: { 200: Type.Array(ServiceInfoSchema) } } },
+    async () => service.listServices(),
+  );
+
+  app.get(
+    "/v1/services/:serviceUid",
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "One service's public key (pinned by handsets when they add the service)",
+        params: Type.Object({ serviceUid: ServiceUid }),
+        response: { 200: ServiceInfoSchema },
+      },
+    },
+    async (request) => service.getService(request.params.serviceUid),
+  );
+
+  app.get(
+    "/v1/handsets/:handsetId/keys",
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "The services a handset holds keys for (fingerprints, never keys)",
+        security: [{ bearer: [] }],
+        params: Type.Object({ handsetId: HandsetId }),
+      },
+    },
+    async (request) => {
+      await mayActOnHandset(request, request.params.handsetId);
+      return service.listHandsetKeys(request.params.handsetId);
+    },
+  );
+
+  app.delete(
+    "/v1/handsets/:handsetId/keys/:serviceUid",
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "Revoke one service's key on one handset (others untouched)",
+        security: [{ bearer: [] }],
+        params: Type.Object({ handsetId: HandsetId, serviceUid: ServiceUid }),
+      },
+    },
+    async (request, reply) => {
+      const p = await mayActOnHandset(request, request.params.handsetId);
+      await service.revoke(request.params.handsetId, request.params.serviceUid, p.userId ?? "admin");
+      return reply.status(204).send();
+    },
+  );
+
+  app.get(
+    "/v1/activation/commands/:serviceUid",
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "A handset pulls the commands a service sent it, proving it holds the service key",
+        params: Type.Object({ serviceUid: ServiceUid }),
+        querystring: Type.Object({
+          handsetId: HandsetId,
+          after: QueryInt,
+          ts: QueryInt,
+          proof: b64u(43),
+        }),
+      },
+    },
+    async (request) => ({
+      commands: await service.pullCommands({
+        serviceUid: request.params.serviceUid,
+        handsetId: request.query.handsetId,
+        afterSeq: Number(request.query.after),
+        timestamp: Number(request.query.ts),
+        proof: request.query.proof,
+      }),
+    }),
+  );
+
+  // --- admin ------------------------------------------------------------------------------------
+
+  app.post(
+    "/v1/admin/services",
+    {
+      schema: {
+        tags: ["admin"],
+        summary: "Create an activation-capable service with its own Ed25519 signing key",
+        security: [{ bearer: [] }],
+        body: Type.Object({ uid: ServiceUid, name: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false }),
+        response: { 201: ServiceInfoSchema },
+      },
+    },
+    async (request, reply) => {
+      await guards.admin(request);
+      const s = await service.createService(request.body, "admin");
+      return reply.status(201).send(s);
+    },
+  );
+
+  app.post(
+    "/v1/admin/activations",
+    {
+      schema: {
+        tags: ["admin"],
+        summary: "Activate a service on behalf of a user: pending until the handset's client next runs",
+        security: [{ bearer: [] }],
+        body: Type.Object({ email: Type.String(), handsetId: HandsetId, serviceUid: ServiceUid }, { additionalProperties: false }),
+      },
+    },
+    async (request, reply) => {
+      await guards.admin(request);
+      const userId = await userIdOf(request.body.email);
+      return reply.status(201).send(await service.activateOnBehalf({ userId, handsetId: request.body.handsetId, serviceUid: request.body.serviceUid }, "admin"));
+    },
+  );
+
+  app.post(
+    "/v1/admin/secret-pool",
+    {
+      schema: {
+        tags: ["admin"],
+        summary: "Pre-generate activation secrets for a user and service",
+        security: [{ bearer: [] }],
+        body: Type.Object(
+          { email: Type.String(), serviceUid: ServiceUid, count: Type.Integer({ minimum: 1, maximum: 100 }), ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 90 * 86400 })) },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (request, reply) => {
+      await guards.admin(request);
+      const userId = await userIdOf(request.body.email);
+      return reply.status(201).send(
+        await service.pregenerateSecrets({ userId, serviceUid: request.body.serviceUid, count: request.body.count, ttlSeconds: request.body.ttlSeconds ?? 7 * 86400 }, "admin"),
+      );
+    },
+  );
+
+  app.post(
+    "/v1/admin/services/:serviceUid/commands",
+    {
+      schema: {
+        tags: ["admin"],
+        summary: "Send a command to an activated handset, authenticated with the per-service key",
+        security: [{ bearer: [] }],
+        params: Type.Object({ serviceUid: ServiceUid }),
+        body: Type.Object(
+          {
+            handsetId: HandsetId,
+            name: Type.String({ pattern: "^[a-z][a-z0-9._-]{0,62}$" }),
+            args: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.Union([Type.String({ maxLength: 1024 }), Type.Number(), Type.Boolean()]))),
+          },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (request, reply) => {
+      await guards.admin(request);
+      const handset = await findHandset(platform.db, request.body.handsetId);
+      if (!handset) throw new HandsafeError("handset.unknown", "no such handset", { status: 404 });
+      return reply.status(201).send(
+        await service.sendCommand({ serviceUid: request.params.serviceUid, handsetId: request.body.handsetId, name: request.body.name, args: request.body.args ?? {} }, "admin"),
+      );
+    },
+  );
+
+  async function userIdOf(email: string): Promise<string> {
+    const user = await findUserByEmail(authDb, email);
+    if (!user) throw new HandsafeError("auth.unknown_user", "no account with this email", { status: 404 });
+    return user.id;
+  }
+
+  return service;
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function signinPage(uid: string, name: string): string {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Activate ${escapeHtml(name)}</title></head>
+<body><h1>Activate ${escapeHtml(name)}</h1>
+<p>Sign in to activate <b>${escapeHtml(name)}</b> on this handset. The handsafe plug-in receives the answer
+(<code>${ACTIVATION_CONTENT_TYPE}</code>) and finishes the key exchange; no code is shown to you.</p>
+<form method="post" action="/v1/activation/signin">
+<input type="hidden" name="serviceUid" value="${escapeHtml(uid)}">
+<input type="hidden" name="identityKey" id="identityKey">
+<label>Email <input name="email" type="email" required></label>
+<label>Password <input name="password" type="password" required></label>
+<button type="submit">Sign in</button></form></body></html>`;
+}

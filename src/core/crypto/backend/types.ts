@@ -1,0 +1,70 @@
+import { HandsafeError } from "../../errors.ts";
+
+/**
+ * The few primitives `core/crypto` needs from a platform. Two implementations exist: `node.ts`
+ * (node:crypto, native) and `web.ts` (@noble/*, pure JS, runs anywhere). package.json "imports"
+ * picks one for `#crypto-backend`; both must give byte-identical answers on the same input, which
+ * the vector tests check by running every vector through each.
+ *
+ * Conventions shared by both:
+ * - Everything is synchronous and speaks `Uint8Array` (never a Node `Buffer` subclass).
+ * - Lengths are checked by the public wrappers in `core/crypto/*.ts`; a backend may assume them,
+ *   but still fails closed (typed error) rather than compute on a wrong length.
+ * - `x25519` never returns the all-zero shared secret: when the result would be the neutral
+ *   element (a low-order or otherwise degenerate `u`, RFC 7748 §6.1) it throws
+ *   `HandsafeError("crypto.invalid_point")`. OpenSSL refuses to derive such a secret and noble
+ *   refuses low-order inputs, so throwing is the one behaviour both can give.
+ * - `ed25519Verify` never throws: any malformed key or signature is simply `false`.
+ * - AEAD `…Open` throws `HandsafeError("crypto.decrypt_failed")` on any authentication failure,
+ *   and the sealed form is always `ciphertext || tag` with a 16-byte tag.
+ */
+export interface CryptoBackend {
+  /** "node" or "web": shown by benchmarks and tests, never branched on by callers. */
+  readonly name: "node" | "web";
+  randomBytes(length: number): Uint8Array;
+  sha256(data: Uint8Array): Uint8Array;
+  sha512(data: Uint8Array): Uint8Array;
+  hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
+  /** RFC 7748 §5 X25519(k, u) with the scalar clamped and bit 255 of u ignored. */
+  x25519(scalar: Uint8Array, u: Uint8Array): Uint8Array;
+  /** X25519(k, 9): the public key of an X25519 private scalar. */
+  x25519PublicKey(scalar: Uint8Array): Uint8Array;
+  /** RFC 8032 §5.1.5: the public key A of a 32-byte Ed25519 seed. */
+  ed25519PublicKey(seed: Uint8Array): Uint8Array;
+  /** RFC 8032 §5.1.6: pure Ed25519 (no context, no prehash). */
+  ed25519Sign(seed: Uint8Array, message: Uint8Array): Uint8Array;
+  /** RFC 8032 §5.1.7, cofactorless, canonical encodings only (s < L). */
+  ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean;
+  aes256gcmSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad?: Uint8Array): Uint8Array;
+  aes256gcmOpen(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad?: Uint8Array): Uint8Array;
+  /** RFC 8439 §2.8 AEAD_CHACHA20_POLY1305 with a 12-byte nonce. */
+  chacha20poly1305Seal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad?: Uint8Array): Uint8Array;
+  chacha20poly1305Open(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad?: Uint8Array): Uint8Array;
+}
+
+/** Tag length of both AEADs (AES-GCM with a full tag; Poly1305). */
+export const AEAD_TAG_LENGTH = 16;
+
+/** The failures both backends must report identically (tests assert on these codes). */
+export function decryptFailed(): HandsafeError {
+  return new HandsafeError("crypto.decrypt_failed", "authenticated decryption failed");
+}
+
+export function invalidPoint(): HandsafeError {
+  return new HandsafeError("crypto.invalid_point", "X25519 result is the neutral element (low-order input)");
+}
+
+export function invalidKey(what: string, length: number, got: number): HandsafeError {
+  return new HandsafeError("crypto.invalid_key", `${what} must be ${length} bytes, got ${got}`);
+}
+
+export function invalidNonce(got: number): HandsafeError {
+  return new HandsafeError("crypto.invalid_nonce", `AEAD nonce must be 12 bytes, got ${got}`);
+}
+
+/** Constant-time test for the all-zero string (RFC 7748 §6.1's check). */
+export function isAllZero(bytes: Uint8Array): boolean {
+  let acc = 0;
+  for (let i = 0; i < bytes.length; i++) acc |= bytes[i]!;
+  return acc === 0;
+}

@@ -1,0 +1,237 @@
+import { resolve } from "node:path";
+import { inspect } from "node:util";
+import { fromBase64url } from "../core/codec/base64url.ts";
+import { HandsafeError } from "../core/errors.ts";
+import { parseDatabaseUrl, redactDatabaseUrl } from "./db/url.ts";
+
+/**
+ * The server's settings, read once from the environment at start. Every variable is listed in
+ * docs/configuration.md; an empty value counts as unset. A bad value stops the server with
+ * HandsafeError("config.invalid") naming the variable, the value and what is allowed.
+ */
+
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export const SQLITE_SYNC_MODES = ["NORMAL", "FULL"] as const;
+export type SqliteSync = (typeof SQLITE_SYNC_MODES)[number];
+
+/** A 32-byte key that never shows up in logs, JSON or `util.inspect`. */
+export class RedactedKey {
+  readonly #bytes: Uint8Array;
+
+  constructor(bytes: Uint8Array) {
+    this.#bytes = Uint8Array.from(bytes);
+    Object.freeze(this);
+  }
+
+  /** A copy of the key bytes, for the keyring and nothing else. */
+  reveal(): Uint8Array {
+    return Uint8Array.from(this.#bytes);
+  }
+
+  toJSON(): string {
+    return "[redacted]";
+  }
+
+  toString(): string {
+    return "[redacted]";
+  }
+
+  [inspect.custom](): string {
+    return "RedactedKey([redacted])";
+  }
+}
+
+export interface Config {
+  /** Absolute path of the data folder (SQLite file, master key, self-signed certificate). */
+  readonly dataDir: string;
+  readonly host: string;
+  /** 0 means: let the OS pick a port. */
+  readonly port: number;
+  /**
+   * The URL handsets reach the server at, without a trailing slash. `null` only when no
+   * HANDSAFE_PUBLIC_URL is set and port is 0: the server derives it from the bound port
+   * (`defaultPublicUrl(boundPort)`).
+   */
+  readonly publicUrl: string | null;
+  /** Validated: sqlite:<path>, sqlite::memory:, postgres://… or postgresql://… */
+  readonly databaseUrl: string;
+  readonly databaseDialect: "sqlite" | "postgres";
+  readonly logLevel: LogLevel;
+  /** Largest accepted request body, in bytes. */
+  readonly bodyLimit: number;
+  /** Requests per minute per client IP; 0 turns rate limiting off. */
+  readonly rateLimitPerMinute: number;
+  readonly tls: {
+    readonly certPath: string;
+    readonly keyPath: string;
+    /** True when the paths are the defaults in the data folder, generated on first start. */
+    readonly selfSigned: boolean;
+  };
+  /** HANDSAFE_MASTER_KEY, when set; otherwise the keyring uses `<dataDir>/master.key`. */
+  readonly masterKey: RedactedKey | null;
+  /** HANDSAFE_MASTER_KEY_PREVIOUS: retired keys still accepted for opening (rotation). */
+  readonly previousMasterKeys: readonly RedactedKey[];
+  readonly activationSecretTtlSeconds: number;
+  readonly sqliteSync: SqliteSync;
+}
+
+export function defaultPublicUrl(port: number): string {
+  return `https://localhost:${port}`;
+}
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = process.env): Config {
+  const get = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === "" ? undefined : v.trim();
+  };
+
+  const dataDir = resolve(get("HANDSAFE_DATA_DIR") ?? "./data");
+  const host = get("HANDSAFE_HOST") ?? "127.0.0.1";
+  const port = readInteger(get, "HANDSAFE_PORT", 8443, 0, 65535);
+
+  const publicUrlRaw = get("HANDSAFE_PUBLIC_URL");
+  const publicUrl =
+    publicUrlRaw !== undefined ? readPublicUrl(publicUrlRaw) : port === 0 ? null : defaultPublicUrl(port);
+
+  const databaseUrl = get("HANDSAFE_DATABASE_URL") ?? `sqlite:${resolve(dataDir, "handsafe.sqlite")}`;
+  let databaseDialect: "sqlite" | "postgres";
+  try {
+    databaseDialect = parseDatabaseUrl(databaseUrl).dialect;
+  } catch (e) {
+    throw invalid(
+      "HANDSAFE_DATABASE_URL",
+      redactDatabaseUrl(databaseUrl),
+      "sqlite:<path>, sqlite::memory:, postgres://… or postgresql://…",
+      e instanceof Error ? e.message : undefined,
+    );
+  }
+
+  const logLevel = readEnum(get, "HANDSAFE_LOG_LEVEL", LOG_LEVELS, "info", (v) => v.toLowerCase());
+  const bodyLimit = readInteger(get, "HANDSAFE_BODY_LIMIT", 65536, 1, 64 * 1024 * 1024);
+  const rateLimitPerMinute = readInteger(get, "HANDSAFE_RATE_LIMIT", 600, 0, 1_000_000);
+
+  const certPath = get("HANDSAFE_TLS_CERT");
+  const keyPath = get("HANDSAFE_TLS_KEY");
+  if ((certPath === undefined) !== (keyPath === undefined)) {
+    const [missing, present] =
+      certPath === undefined ? ["HANDSAFE_TLS_CERT", "HANDSAFE_TLS_KEY"] : ["HANDSAFE_TLS_KEY", "HANDSAFE_TLS_CERT"];
+    throw new HandsafeError(
+      "config.invalid",
+      `${missing} is not set but ${present} is: set both (a PEM certificate and its PEM private key) or neither (a self-signed certificate in the data folder)`,
+      { status: 500 },
+    );
+  }
+  const tls =
+    certPath !== undefined && keyPath !== undefined
+      ? { certPath: resolve(certPath), keyPath: resolve(keyPath), selfSigned: false }
+      : { certPath: resolve(dataDir, "tls-cert.pem"), keyPath: resolve(dataDir, "tls-key.pem"), selfSigned: true };
+
+  const masterKeyRaw = get("HANDSAFE_MASTER_KEY");
+  const masterKey = masterKeyRaw === undefined ? null : readKey("HANDSAFE_MASTER_KEY", masterKeyRaw);
+  const previousRaw = get("HANDSAFE_MASTER_KEY_PREVIOUS");
+  const previousMasterKeys =
+    previousRaw === undefined
+      ? []
+      : previousRaw
+          .split(",")
+          .map((s) => s.trim())
+          .filter((s) => s !== "")
+          .map((s, i) => readKey(`HANDSAFE_MASTER_KEY_PREVIOUS (entry ${i + 1})`, s));
+
+  const activationSecretTtlSeconds = readInteger(get, "HANDSAFE_ACTIVATION_SECRET_TTL", 300, 1, 86400);
+  const sqliteSync = readEnum(get, "HANDSAFE_SQLITE_SYNC", SQLITE_SYNC_MODES, "NORMAL", (v) => v.toUpperCase());
+
+  return Object.freeze({
+    dataDir,
+    host,
+    port,
+    publicUrl,
+    databaseUrl,
+    databaseDialect,
+    logLevel,
+    bodyLimit,
+    rateLimitPerMinute,
+    tls: Object.freeze(tls),
+    masterKey,
+    previousMasterKeys: Object.freeze(previousMasterKeys),
+    activationSecretTtlSeconds,
+    sqliteSync,
+  });
+}
+
+function invalid(name: string, value: string, allowed: string, why?: string): HandsafeError {
+  return new HandsafeError(
+    "config.invalid",
+    `${name}=${JSON.stringify(value)} is invalid${why ? ` (${why})` : ""}; allowed: ${allowed}`,
+    { status: 500 },
+  );
+}
+
+function readInteger(
+  get: (name: string) => string | undefined,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  const raw = get(name);
+  if (raw === undefined) return fallback;
+  // Decimal digits only: Number() would also take "0x1F", "1e3" and " 12 ".
+  const n = /^[0-9]{1,10}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw invalid(name, raw, `a whole number from ${min} to ${max}`);
+  return n;
+}
+
+function readEnum<T extends string>(
+  get: (name: string) => string | undefined,
+  name: string,
+  allowed: readonly T[],
+  fallback: T,
+  normalise: (v: string) => string,
+): T {
+  const raw = get(name);
+  if (raw === undefined) return fallback;
+  const v = normalise(raw);
+  if (!(allowed as readonly string[]).includes(v)) throw invalid(name, raw, allowed.join(" | "));
+  return v as T;
+}
+
+function readPublicUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw invalid("HANDSAFE_PUBLIC_URL", raw, "an absolute https:// or http:// URL, e.g. https://mdm.example.com");
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:")
+    throw invalid("HANDSAFE_PUBLIC_URL", raw, "an https:// or http:// URL", `scheme ${url.protocol}`);
+  if (url.search !== "" || url.hash !== "" || url.username !== "" || url.password !== "")
+    throw invalid("HANDSAFE_PUBLIC_URL", raw, "a URL without query, fragment or credentials");
+  return `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
+}
+
+function readKey(name: string, raw: string): RedactedKey {
+  // The value is a secret: the message names the variable and the length, never the value.
+  let bytes: Uint8Array;
+  try {
+    bytes = fromBase64url(raw, name);
+  } catch {
+    throw new HandsafeError(
+      "config.invalid",
+      `${name} is invalid (value hidden, ${raw.length} characters): allowed: 32 bytes as unpadded base64url (43 characters)`,
+      { status: 500 },
+    );
+  }
+  if (bytes.length !== 32)
+    throw new HandsafeError(
+      "config.invalid",
+      `${name} is invalid (value hidden): it decodes to ${bytes.length} bytes; allowed: exactly 32 bytes as unpadded base64url (43 characters)`,
+      { status: 500 },
+    );
+  return new RedactedKey(bytes);
+}

@@ -1,0 +1,151 @@
+/**
+ * The composition root: configuration → certificate → database + migrations → keyring →
+ * HTTPS app with every capability's routes. `handsafe server` and the tests both start here.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { sql } from "kysely";
+import { activationMigrations } from "../activation/store.ts";
+import { registerActivationRoutes } from "../activation/routes.ts";
+import type { ActivationService } from "../activation/server.ts";
+import { appendAudit } from "./audit.ts";
+import { createGuards } from "./auth/guard.ts";
+import { registerAuthRoutes } from "./auth/routes.ts";
+import { type AuthTables, authMigrations, countAdminTokens, issueToken } from "./auth/store.ts";
+import { type Config, loadConfig } from "./config.ts";
+import type { Platform } from "./context.ts";
+import { openDatabase } from "./db/database.ts";
+import { combineMigrations, migrateToLatest } from "./db/migrate.ts";
+import { platformMigrations } from "./db/migrations/index.ts";
+import { type App, createHttpApp } from "./http/app.ts";
+import { createMetrics } from "./http/metrics.ts";
+import { keyringFromConfig } from "./keyring.ts";
+import { inboxMigrations } from "./notify/inbox.ts";
+import { registryMigrations } from "./registry/handsets.ts";
+import { ensureServerCertificate, formatFingerprint, loadCertificate } from "./tls.ts";
+import type { Kysely } from "kysely";
+
+export const VERSION = "0.1.0";
+export const ADMIN_TOKEN_FILE = "admin.token";
+
+export const allMigrations = combineMigrations(
+  platformMigrations,
+  authMigrations,
+  registryMigrations,
+  inboxMigrations,
+  activationMigrations,
+);
+
+export interface RunningServer {
+  app: App;
+  platform: Platform;
+  activation: ActivationService;
+  /** https://host:port as handsets reach it. */
+  url: string;
+  /** base64url SHA-256 of the certificate's SubjectPublicKeyInfo: what handsets pin. */
+  pin: string;
+  fingerprint: string;
+  /** Set only when this start created the first admin token (it is also in <dataDir>/admin.token). */
+  adminToken: string | undefined;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  config?: Config;
+  /** Replace the clock (tests). */
+  clock?: () => number;
+  allowSignup?: boolean;
+}
+
+export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
+  const config = options.config ?? loadConfig();
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const cert = config.tls.selfSigned
+    ? await ensureServerCertificate(config.dataDir)
+    : await loadCertificate(config.tls.certPath, config.tls.keyPath);
+
+  const database = await openDatabase(config.databaseUrl, { sqliteSync: config.sqliteSync });
+  try {
+    await migrateToLatest(database, allMigrations);
+  } catch (e) {
+    await database.close();
+    throw e;
+  }
+  const keyring = keyringFromConfig(config);
+  const metrics = createMetrics();
+  const clock = options.clock ?? Date.now;
+  const db = database.db;
+  const platform: Platform = {
+    config,
+    database,
+    db,
+    keyring,
+    clock,
+    metrics,
+    guards: createGuards(db as Kysely<AuthTables>, clock),
+    async audit(entry) {
+      metrics.securityEvents.inc({ action: entry.action, outcome: entry.outcome });
+      await appendAudit(database, entry);
+    },
+  };
+
+  const adminToken = await bootstrapAdminToken(platform);
+
+  const app = await createHttpApp({
+    tls: { cert: cert.certPem, key: cert.keyPem },
+    logLevel: config.logLevel,
+    bodyLimit: config.bodyLimit,
+    rateLimitPerMinute: config.rateLimitPerMinute,
+    metrics,
+    version: VERSION,
+    publicUrl: config.publicUrl ?? `https://localhost:${config.port}`,
+    readiness: async () => {
+      await sql`select 1`.execute(db);
+    },
+  });
+  registerAuthRoutes(app, platform, { allowSignup: options.allowSignup ?? true });
+  const activation = registerActivationRoutes(app, platform);
+
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (e) {
+    await database.close();
+    throw e;
+  }
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : config.port;
+  const url = config.publicUrl ?? `https://localhost:${port}`;
+  return {
+    app,
+    platform,
+    activation,
+    url,
+    pin: cert.spkiSha256,
+    fingerprint: formatFingerprint(cert.spkiSha256),
+    adminToken,
+    async close() {
+      await app.close();
+      await database.close();
+    },
+  };
+}
+
+/**
+ * The first start creates an admin token and writes it to `<dataDir>/admin.token` (mode 0600):
+ * whoever can read the server's data folder is its operator. The CLI reads it from there.
+ */
+async function bootstrapAdminToken(platform: Platform): Promise<string | undefined> {
+  const db = platform.db as Kysely<AuthTables>;
+  if ((await countAdminTokens(db)) > 0) return undefined;
+  const { token } = await issueToken(db, { kind: "admin", label: "bootstrap" }, platform.clock());
+  const path = join(platform.config.dataDir, ADMIN_TOKEN_FILE);
+  writeFileSync(path, `${token}\n`, { mode: 0o600 });
+  chmodSync(path, 0o600);
+  await platform.audit({ actor: "system", action: "admin.bootstrap_token", outcome: "info" });
+  return token;
+}
+
+export function readAdminToken(dataDir: string): string | undefined {
+  const path = join(dataDir, ADMIN_TOKEN_FILE);
+  return existsSync(path) ? readFileSync(path, "utf8").trim() : undefined;
+}

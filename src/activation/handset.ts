@@ -41,7 +41,7 @@ export interface ActivatedService {
   activatedAt: number;
 }
 
-interface ServiceMeta {
+export interface ServiceMeta {
   fingerprint: string;
   activatedAt: number;
   lastSeq: number;
@@ -201,20 +201,32 @@ export async function pullCommands(
   const meta = await getJson<ServiceMeta>(handset, entry(serviceUid, "meta"));
   if (!key || !meta)
     throw new HandsafeError("activation.not_active", `${serviceUid} is not activated on this handset`);
-  const proof = pullProof(key, { serviceUid, handsetId: handset.id, afterSeq: meta.lastSeq, timestamp: now });
+  const commands = await fetchSealedCommands(handset, serviceUid, key, meta.lastSeq, now);
+  const result = acceptCommands(key, commands, { serviceUid, handsetId: handset.id, meta });
+  await putJson(handset, entry(serviceUid, "meta"), result.meta);
+  key.fill(0);
+  return { accepted: result.accepted, refused: result.refused };
+}
+
+/** The commands as they came over the wire, after `afterSeq` — not yet verified. */
+export async function fetchSealedCommands(
+  handset: Handset,
+  serviceUid: string,
+  key: Uint8Array,
+  afterSeq: number,
+  now = Date.now(),
+): Promise<SealedCommand[]> {
+  const proof = pullProof(key, { serviceUid, handsetId: handset.id, afterSeq, timestamp: now });
   const query = new URLSearchParams({
     handsetId: handset.id,
-    after: String(meta.lastSeq),
+    after: String(afterSeq),
     ts: String(now),
     proof: toBase64url(proof),
   });
   const { body } = await handset.http.get<{ commands: SealedCommand[] }>(
     `/v1/activation/commands/${encodeURIComponent(serviceUid)}?${query}`,
   );
-  const result = acceptCommands(key, body.commands, { serviceUid, handsetId: handset.id, meta });
-  await putJson(handset, entry(serviceUid, "meta"), result.meta);
-  key.fill(0);
-  return { accepted: result.accepted, refused: result.refused };
+  return body.commands;
 }
 
 /** Verifies a batch of commands in order, advancing the replay counter only past good ones. */

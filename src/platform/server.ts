@@ -27,6 +27,7 @@ import type { Kysely } from "kysely";
 
 export const VERSION = "0.1.0";
 export const ADMIN_TOKEN_FILE = "admin.token";
+export const SERVER_INFO_FILE = "server.json";
 
 export const allMigrations = combineMigrations(
   platformMigrations,
@@ -115,6 +116,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   const url = config.publicUrl ?? `https://localhost:${port}`;
+  // Where a CLI on this machine finds its server by default (`handsafe admin …`, `handsafe handset …`).
+  writeFileSync(
+    join(config.dataDir, SERVER_INFO_FILE),
+    `${JSON.stringify({ url, pin: cert.spkiSha256, fingerprint: formatFingerprint(cert.spkiSha256) }, null, 2)}\n`,
+  );
   return {
     app,
     platform,
@@ -148,4 +154,9 @@ async function bootstrapAdminToken(platform: Platform): Promise<string | undefin
 export function readAdminToken(dataDir: string): string | undefined {
   const path = join(dataDir, ADMIN_TOKEN_FILE);
   return existsSync(path) ? readFileSync(path, "utf8").trim() : undefined;
+}
+
+export function readServerInfo(dataDir: string): { url: string; pin: string; fingerprint: string } | undefined {
+  const path = join(dataDir, SERVER_INFO_FILE);
+  return existsSync(path) ? JSON.parse(readFileSync(path, "utf8")) : undefined;
 }

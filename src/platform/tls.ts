@@ -165,56 +165,16 @@ function subjectAltNames(hostnames: string[]): X509.JsonGeneralNames {
 }
 
 /**
- * @peculiar/x509 registers its algorithms through tsyringe, which refuses to load without the Reflect
- * metadata API (normally the `reflect-metadata` package, not a dependency here). tsyringe only needs
- * define/get/getOwn, so a minimal stand-in is installed — only when no polyfill is present — before the
- * library is imported (hence the dynamic import). Swap it for `import "reflect-metadata"` once that
- * package is a dependency.
+ * @peculiar/x509 registers its algorithms through tsyringe, which needs the Reflect metadata API:
+ * the `reflect-metadata` polyfill is loaded first, hence the dynamic import.
  */
 let x509Module: Promise<typeof X509> | undefined;
 function loadX509(): Promise<typeof X509> {
   x509Module ??= (async () => {
-    installReflectMetadata();
+    await import("reflect-metadata");
     return await import("@peculiar/x509");
   })();
   return x509Module;
-}
-
-type MetadataReflect = typeof Reflect & {
-  getMetadata?: (key: unknown, target: object, property?: PropertyKey) => unknown;
-  getOwnMetadata?: (key: unknown, target: object, property?: PropertyKey) => unknown;
-  defineMetadata?: (key: unknown, value: unknown, target: object, property?: PropertyKey) => void;
-};
-
-function installReflectMetadata(): void {
-  const R = Reflect as MetadataReflect;
-  if (typeof R.getMetadata === "function") return;
-  const store = new WeakMap<object, Map<PropertyKey | undefined, Map<unknown, unknown>>>();
-  const own = (target: object, property: PropertyKey | undefined, create: boolean) => {
-    let byProperty = store.get(target);
-    if (!byProperty) {
-      if (!create) return undefined;
-      byProperty = new Map();
-      store.set(target, byProperty);
-    }
-    let byKey = byProperty.get(property);
-    if (!byKey && create) {
-      byKey = new Map();
-      byProperty.set(property, byKey);
-    }
-    return byKey;
-  };
-  R.defineMetadata = (key, value, target, property) => {
-    own(target, property, true)!.set(key, value);
-  };
-  R.getOwnMetadata = (key, target, property) => own(target, property, false)?.get(key);
-  R.getMetadata = (key, target, property) => {
-    for (let t: object | null = target; t !== null; t = Object.getPrototypeOf(t)) {
-      const byKey = own(t, property, false);
-      if (byKey?.has(key)) return byKey.get(key);
-    }
-    return undefined;
-  };
 }
 
 /** RFC 5280 §4.1.2.2: positive, at most 20 octets; 128 random bits with the top bit cleared. */

@@ -1,0 +1,45 @@
+/**
+ * `handsafe …` — the command line. Each command is a thin shell over the SDK or the admin API;
+ * errors print their stable code and exit non-zero, never a stack trace.
+ */
+import { Command } from "commander";
+import { isHandsafeError } from "../core/errors.ts";
+import { registerAdminCommands } from "./admin.ts";
+import { runDemo } from "./demo.ts";
+import { registerHandsetCommands } from "./handset.ts";
+import { runServer } from "./server.ts";
+
+const program = new Command();
+program
+  .name("handsafe")
+  .description("Secures what passes between mobile handsets and the servers that manage them.")
+  .version("0.1.0")
+  .showHelpAfterError();
+
+program
+  .command("server")
+  .description("run the handsafe HTTPS server (configured by HANDSAFE_* variables; see docs/configuration.md)")
+  .action(async () => runServer());
+
+program
+  .command("demo")
+  .description("every capability end to end, narrated: activates two services on a simulated handset, then revokes one")
+  .option("--url <url>", "a running server (default: a throwaway embedded server of its own)")
+  .option("--pin <pin>", "the server's SPKI SHA-256 pin (base64url)")
+  .option("--token <token>", "admin token of that server (default: HANDSAFE_ADMIN_TOKEN or <data dir>/admin.token)")
+  .action(async (options: { url?: string; pin?: string; token?: string }) => runDemo(options));
+
+registerAdminCommands(program);
+registerHandsetCommands(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (isHandsafeError(e)) {
+    process.stderr.write(`error [${e.code}]: ${e.message}\n`);
+  } else {
+    process.stderr.write(`error: ${e instanceof Error ? e.message : String(e)}\n`);
+    if (process.env["HANDSAFE_DEBUG"]) console.error(e);
+  }
+  process.exitCode = 1;
+}

@@ -63,6 +63,8 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
 
   const loginRateLimit = {
     ...LOGIN_RATE,
+    // After parsing, so the key can name the account being tried.
+    hook: "preHandler" as const,
     keyGenerator: (request: FastifyRequest) => {
       const email = (request.body as { email?: unknown } | undefined)?.email;
       return `login:${request.ip}:${typeof email === "string" ? email.toLowerCase().slice(0, 320) : ""}`;
@@ -190,7 +192,16 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
   );
 
   // The service UID endpoint: no login — CPace authenticates both sides by the secret.
-  const exchangeRate = { max: 30, timeWindow: 60_000 };
+  // Guessing is already one try per secret; this bounds the work one activation id can cost.
+  const exchangeRate = {
+    max: 10,
+    timeWindow: 60_000,
+    hook: "preHandler" as const,
+    keyGenerator: (request: FastifyRequest) => {
+      const id = (request.body as { activationId?: unknown } | undefined)?.activationId;
+      return `exchange:${typeof id === "string" ? id.slice(0, 30) : request.ip}`;
+    },
+  };
   app.post(
     "/v1/activation/exchange/:serviceUid/start",
     {

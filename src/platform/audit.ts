@@ -133,13 +133,17 @@ export async function appendAudit(database: Database, entry: AuditEntry): Promis
 }
 
 function checkEntry(entry: AuditEntry): Record<string, unknown> {
-  const bad = (why: string) => new HandsafeError("audit.invalid_entry", `audit entry refused: ${why}`, { status: 500 });
+  const bad = (why: string) =>
+    new HandsafeError("audit.invalid_entry", `audit entry refused: ${why}`, { status: 500 });
   for (const key of ["actor", "action"] as const) {
     const v = entry[key];
     if (typeof v !== "string" || v.length === 0 || v.length > MAX_NAME_LENGTH)
       throw bad(`${key} must be a string of 1..${MAX_NAME_LENGTH} characters`);
   }
-  if (entry.subject !== undefined && (typeof entry.subject !== "string" || entry.subject.length > MAX_NAME_LENGTH))
+  if (
+    entry.subject !== undefined &&
+    (typeof entry.subject !== "string" || entry.subject.length > MAX_NAME_LENGTH)
+  )
     throw bad(`subject must be a string of at most ${MAX_NAME_LENGTH} characters`);
   if (!(AUDIT_OUTCOMES as readonly string[]).includes(entry.outcome))
     throw bad(`outcome must be one of ${AUDIT_OUTCOMES.join(", ")}`);
@@ -221,13 +225,18 @@ export async function verifyAuditChain(database: Database): Promise<AuditVerific
         outcome: row.outcome as AuditOutcome,
         details,
       });
-      if (hash !== row.hash) return { ok: false, brokenAt: seq, reason: "hash does not match the record's contents" };
+      if (hash !== row.hash)
+        return { ok: false, brokenAt: seq, reason: "hash does not match the record's contents" };
       prevHash = hash;
       expected++;
     }
   }
   if (expected <= headSeq)
-    return { ok: false, brokenAt: expected, reason: `records ${expected}..${headSeq} are missing (tail deleted)` };
+    return {
+      ok: false,
+      brokenAt: expected,
+      reason: `records ${expected}..${headSeq} are missing (tail deleted)`,
+    };
   if (state.hash !== prevHash)
     return { ok: false, brokenAt: headSeq, reason: "the chain head's hash does not match the last record" };
   return { ok: true, count: headSeq };

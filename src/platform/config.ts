@@ -118,7 +118,9 @@ export function loadConfig(env: Env = process.env): Config {
   const keyPath = get("HANDSAFE_TLS_KEY");
   if ((certPath === undefined) !== (keyPath === undefined)) {
     const [missing, present] =
-      certPath === undefined ? ["HANDSAFE_TLS_CERT", "HANDSAFE_TLS_KEY"] : ["HANDSAFE_TLS_KEY", "HANDSAFE_TLS_CERT"];
+      certPath === undefined
+        ? ["HANDSAFE_TLS_CERT", "HANDSAFE_TLS_KEY"]
+        : ["HANDSAFE_TLS_KEY", "HANDSAFE_TLS_CERT"];
     throw new HandsafeError(
       "config.invalid",
       `${missing} is not set but ${present} is: set both (a PEM certificate and its PEM private key) or neither (a self-signed certificate in the data folder)`,
@@ -128,7 +130,11 @@ export function loadConfig(env: Env = process.env): Config {
   const tls =
     certPath !== undefined && keyPath !== undefined
       ? { certPath: resolve(certPath), keyPath: resolve(keyPath), selfSigned: false }
-      : { certPath: resolve(dataDir, "tls-cert.pem"), keyPath: resolve(dataDir, "tls-key.pem"), selfSigned: true };
+      : {
+          certPath: resolve(dataDir, "tls", "cert.pem"),
+          keyPath: resolve(dataDir, "tls", "key.pem"),
+          selfSigned: true,
+        };
 
   const masterKeyRaw = get("HANDSAFE_MASTER_KEY");
   const masterKey = masterKeyRaw === undefined ? null : readKey("HANDSAFE_MASTER_KEY", masterKeyRaw);
@@ -143,7 +149,9 @@ export function loadConfig(env: Env = process.env): Config {
           .map((s, i) => readKey(`HANDSAFE_MASTER_KEY_PREVIOUS (entry ${i + 1})`, s));
 
   const activationSecretTtlSeconds = readInteger(get, "HANDSAFE_ACTIVATION_SECRET_TTL", 300, 1, 86400);
-  const sqliteSync = readEnum(get, "HANDSAFE_SQLITE_SYNC", SQLITE_SYNC_MODES, "NORMAL", (v) => v.toUpperCase());
+  const sqliteSync = readEnum(get, "HANDSAFE_SQLITE_SYNC", SQLITE_SYNC_MODES, "NORMAL", (v) =>
+    v.toUpperCase(),
+  );
 
   return Object.freeze({
     dataDir,
@@ -206,7 +214,11 @@ function readPublicUrl(raw: string): string {
   try {
     url = new URL(raw);
   } catch {
-    throw invalid("HANDSAFE_PUBLIC_URL", raw, "an absolute https:// or http:// URL, e.g. https://mdm.example.com");
+    throw invalid(
+      "HANDSAFE_PUBLIC_URL",
+      raw,
+      "an absolute https:// or http:// URL, e.g. https://mdm.example.com",
+    );
   }
   if (url.protocol !== "https:" && url.protocol !== "http:")
     throw invalid("HANDSAFE_PUBLIC_URL", raw, "an https:// or http:// URL", `scheme ${url.protocol}`);

@@ -3,8 +3,8 @@ import {
   closeSync,
   fsyncSync,
   linkSync,
-  openSync,
   mkdirSync,
+  openSync,
   readdirSync,
   readFileSync,
   statSync,
@@ -150,16 +150,22 @@ export function loadKeyring(opts: {
     if (!match) continue;
     const key = readKeyFileIfPresent(join(opts.dataDir, name))!;
     if (kekId(key) !== match[1])
-      throw new HandsafeError("keyring.invalid_key_file", `${name}: its key id is ${kekId(key)}, not ${match[1]}`, {
-        status: 500,
-      });
+      throw new HandsafeError(
+        "keyring.invalid_key_file",
+        `${name}: its key id is ${kekId(key)}, not ${match[1]}`,
+        {
+          status: 500,
+        },
+      );
     previous.push(key);
   }
   return createKeyring(current, previous);
 }
 
 /** loadKeyring with the settings from loadConfig(). */
-export function keyringFromConfig(config: Pick<Config, "dataDir" | "masterKey" | "previousMasterKeys">): Keyring {
+export function keyringFromConfig(
+  config: Pick<Config, "dataDir" | "masterKey" | "previousMasterKeys">,
+): Keyring {
   return loadKeyring({
     dataDir: config.dataDir,
     masterKey: config.masterKey?.reveal() ?? null,
@@ -250,7 +256,8 @@ function parseEnvelope(sealed: Uint8Array): Envelope {
   if (kidLength === 0 || sealed.length < headerLength + WRAPPED_LENGTH + NONCE_LENGTH + TAG_LENGTH)
     throw decryptFailed("truncated");
   const kidBytes = sealed.subarray(2, headerLength);
-  for (const b of kidBytes) if (!((b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x66))) throw decryptFailed("bad key id");
+  for (const b of kidBytes)
+    if (!((b >= 0x30 && b <= 0x39) || (b >= 0x61 && b <= 0x66))) throw decryptFailed("bad key id");
   return {
     kid: String.fromCharCode(...kidBytes),
     header: sealed.subarray(0, headerLength),

@@ -45,7 +45,9 @@ async function probe(): Promise<boolean> {
   } catch (e) {
     const why = `PostgreSQL is not reachable at ${redact(adminUrl)} (${e instanceof Error ? e.message : String(e)})`;
     if (process.env["CI"])
-      throw new Error(`${why}. CI must run the PostgreSQL integration tests: start PostgreSQL (.ci/run does).`);
+      throw new Error(
+        `${why}. CI must run the PostgreSQL integration tests: start PostgreSQL (.ci/run does).`,
+      );
     if (process.env["HANDSAFE_TEST_SKIP_POSTGRES"] === "1") {
       console.warn(`SKIPPING PostgreSQL tests: ${why} and HANDSAFE_TEST_SKIP_POSTGRES=1.`);
       return false;

@@ -1,3 +1,9 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import { sql } from "kysely";
 import { afterEach, describe, expect, it } from "vitest";
 import { isHandsafeError } from "../../src/core/errors.ts";
@@ -6,9 +12,33 @@ import { toBytes } from "../../src/platform/db/columns.ts";
 import { type Database, isUniqueViolation, openDatabase } from "../../src/platform/db/database.ts";
 import { migrateToLatest } from "../../src/platform/db/migrate.ts";
 import { platformMigrations } from "../../src/platform/db/migrations/index.ts";
-import { createTestDatabase, type DatabaseKind, databaseKinds, postgresAvailable } from "../helpers/databases.ts";
+import {
+  createTestDatabase,
+  type DatabaseKind,
+  databaseKinds,
+  postgresAvailable,
+} from "../helpers/databases.ts";
 
 const pgOk = await postgresAvailable();
+
+const moduleUrl = (path: string) => pathToFileURL(resolve(import.meta.dirname, "../..", path)).href;
+
+/** Runs `body` in a separate Node process (another "server node") with `database` open on `url`. */
+async function inChildProcess(url: string, body: string): Promise<string> {
+  const script = `
+    import { openDatabase } from ${JSON.stringify(moduleUrl("src/platform/db/database.ts"))};
+    import { migrateToLatest } from ${JSON.stringify(moduleUrl("src/platform/db/migrate.ts"))};
+    import { platformMigrations } from ${JSON.stringify(moduleUrl("src/platform/db/migrations/index.ts"))};
+    import { appendAudit } from ${JSON.stringify(moduleUrl("src/platform/audit.ts"))};
+    const database = await openDatabase(process.env.TEST_DB_URL);
+    try { ${body} } finally { await database.close(); }`;
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ["--import", "tsx", "--input-type=module", "-e", script],
+    { env: { ...process.env, TEST_DB_URL: url }, cwd: resolve(import.meta.dirname, "../..") },
+  );
+  return stdout.trim();
+}
 
 describe.each(databaseKinds)("storage on %s", (kind: DatabaseKind) => {
   describe.skipIf(kind === "postgres" && !pgOk)(kind, () => {
@@ -68,25 +98,33 @@ describe.each(databaseKinds)("storage on %s", (kind: DatabaseKind) => {
         expect(head).toMatchObject({ id: 1, seq: 0 });
       });
 
-      it("several server nodes migrating at once apply each migration exactly once", async () => {
+      it("three server processes migrating at once apply each migration exactly once", async () => {
         const { url, database } = await fresh({ migrate: false });
-        const nodes = [database, await openMore(url), await openMore(url)];
-        const applied = await Promise.all(nodes.map((n) => migrateToLatest(n, platformMigrations)));
-        expect(applied.flat()).toEqual(["0001_platform"]);
+        const outputs = await Promise.all(
+          [1, 2, 3].map(() =>
+            inChildProcess(
+              url,
+              "console.log(JSON.stringify(await migrateToLatest(database, platformMigrations)));",
+            ),
+          ),
+        );
+        expect(outputs.flatMap((o) => JSON.parse(o) as string[])).toEqual(["0001_platform"]);
+        expect(await migrateToLatest(database, platformMigrations)).toEqual([]);
       });
 
       it("refuses badly named migrations", async () => {
         const { database } = await fresh();
-        await expect(
-          migrateToLatest(database, { "1_bad": { up: async () => {} } }),
-        ).rejects.toMatchObject({ code: "storage.migration_invalid" });
+        await expect(migrateToLatest(database, { "1_bad": { up: async () => {} } })).rejects.toMatchObject({
+          code: "storage.migration_invalid",
+        });
       });
     });
 
     describe("the audit chain under concurrent appenders", () => {
-      it("50 appends from 10 concurrent appenders over 2 connections chain without gaps", async () => {
+      it("50 appends from 10 concurrent appenders chain without gaps", async () => {
         const { url, database } = await fresh();
-        await appendMany([database, await openMore(url)], 50, 10);
+        // One SQLite connection per process (see docs/storage.md); PostgreSQL: two pools, as two nodes.
+        await appendMany(kind === "sqlite" ? [database] : [database, await openMore(url)], 50, 10);
         expect(await verifyAuditChain(database)).toEqual({ ok: true, count: 50 });
         const page1 = await listAudit(database, { limit: 30 });
         const page2 = await listAudit(database, { afterSeq: 30, limit: 30 });
@@ -94,8 +132,23 @@ describe.each(databaseKinds)("storage on %s", (kind: DatabaseKind) => {
         expect(all.map((r) => r.seq)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
         expect(new Set(all.map((r) => r.subject)).size).toBe(50);
         for (let i = 1; i < all.length; i++) expect(all[i]!.prevHash).toBe(all[i - 1]!.hash);
-        expect(all[0]!.details).toEqual({ i: expect.any(Number), nested: { ok: true, list: [1, "two", null] } });
+        expect(all[0]!.details).toEqual({
+          i: expect.any(Number),
+          nested: { ok: true, list: [1, "two", null] },
+        });
         expect(typeof all[0]!.at).toBe("number");
+      });
+
+      it("three processes appending at once (5 appenders each) chain without gaps", async () => {
+        const { url, database } = await fresh();
+        const body = `await Promise.all([0, 1, 2, 3, 4].map(async (w) => {
+          for (let i = 0; i < 20; i++)
+            await appendAudit(database, { actor: "proc:" + process.pid, action: "test.append", outcome: "info", details: { w, i } });
+        }));`;
+        await Promise.all([inChildProcess(url, body), inChildProcess(url, body), inChildProcess(url, body)]);
+        expect(await verifyAuditChain(database)).toEqual({ ok: true, count: 300 });
+        const actors = new Set((await listAudit(database, { limit: 1000 })).map((r) => r.actor));
+        expect(actors.size).toBe(3);
       });
 
       it("appendAudit returns the stored record", async () => {
@@ -138,7 +191,11 @@ describe.each(databaseKinds)("storage on %s", (kind: DatabaseKind) => {
         const { database } = await fresh();
         await appendMany([database], 50, 10);
         await disableAppendOnly(database);
-        await database.db.updateTable("audit_log").set({ outcome: "allow", actor: "mallory" }).where("seq", "=", 17).execute();
+        await database.db
+          .updateTable("audit_log")
+          .set({ outcome: "allow", actor: "mallory" })
+          .where("seq", "=", 17)
+          .execute();
         expect(await verifyAuditChain(database)).toMatchObject({ ok: false, brokenAt: 17 });
       });
 
@@ -146,7 +203,11 @@ describe.each(databaseKinds)("storage on %s", (kind: DatabaseKind) => {
         const { database } = await fresh();
         await appendMany([database], 10, 1);
         await disableAppendOnly(database);
-        await database.db.updateTable("audit_log").set({ hash: "f".repeat(64) }).where("seq", "=", 4).execute();
+        await database.db
+          .updateTable("audit_log")
+          .set({ hash: "f".repeat(64) })
+          .where("seq", "=", 4)
+          .execute();
         expect(await verifyAuditChain(database)).toMatchObject({ ok: false, brokenAt: 4 });
       });
 
@@ -231,7 +292,13 @@ describe.each(databaseKinds)("storage on %s", (kind: DatabaseKind) => {
         const at = 1_790_000_000_123;
         await database.db
           .insertInto("server_keys")
-          .values({ kid: "k", purpose: "p", created_at: at, public_key: null, sealed_private: new Uint8Array([0, 255]) })
+          .values({
+            kid: "k",
+            purpose: "p",
+            created_at: at,
+            public_key: null,
+            sealed_private: new Uint8Array([0, 255]),
+          })
           .execute();
         const row = await database.db.selectFrom("server_keys").selectAll().executeTakeFirstOrThrow();
         expect(row.created_at).toBe(at);
@@ -252,8 +319,14 @@ describe("storage.unavailable", () => {
   });
 
   it("an unopenable SQLite file surfaces as storage.unavailable", async () => {
-    const err = await openDatabase("sqlite:/proc/handsafe/nope.sqlite").catch((e: unknown) => e);
-    expect(isHandsafeError(err, "storage.unavailable")).toBe(true);
+    const dir = mkdtempSync(join(tmpdir(), "handsafe-test-"));
+    try {
+      writeFileSync(join(dir, "a-file"), "");
+      const err = await openDatabase(`sqlite:${join(dir, "a-file", "nope.sqlite")}`).catch((e: unknown) => e);
+      expect(isHandsafeError(err, "storage.unavailable")).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("a pool whose server went away answers storage.unavailable on the next query", async () => {

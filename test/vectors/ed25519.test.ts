@@ -2,8 +2,8 @@ import { describe, expect, it } from "vitest";
 import { fromHex, toHex, utf8 } from "../../src/core/codec/bytes.ts";
 import { backend as nodeBackend } from "../../src/core/crypto/backend/node.ts";
 import { backend as webBackend } from "../../src/core/crypto/backend/web.ts";
-import { sha512 } from "../../src/core/crypto/hash.ts";
 import { generateSigningKey, sign, signingPublicKey, verify } from "../../src/core/crypto/ed25519.ts";
+import { sha512 } from "../../src/core/crypto/hash.ts";
 import vectors from "./rfc8032-ed25519.json" with { type: "json" };
 
 describe("RFC 8032 §7.1 Ed25519 through the public API", () => {
@@ -17,7 +17,7 @@ describe("RFC 8032 §7.1 Ed25519 through the public API", () => {
     });
   }
 
-  it("TEST SHA(abc) signs SHA-512(\"abc\")", () => {
+  it('TEST SHA(abc) signs SHA-512("abc")', () => {
     expect(toHex(sha512(utf8("abc")))).toBe(vectors.cases[4]!.message);
   });
 });

@@ -21,23 +21,43 @@ function check(key: Uint8Array, nonce: Uint8Array): void {
 }
 
 /** AES-256-GCM (NIST SP 800-38D) with a 96-bit nonce and a full 128-bit tag. */
-export function aesGcmSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad?: Uint8Array): Uint8Array {
+export function aesGcmSeal(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad?: Uint8Array,
+): Uint8Array {
   check(key, nonce);
   return backend.aes256gcmSeal(key, nonce, plaintext, aad);
 }
 
-export function aesGcmOpen(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad?: Uint8Array): Uint8Array {
+export function aesGcmOpen(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  aad?: Uint8Array,
+): Uint8Array {
   check(key, nonce);
   return backend.aes256gcmOpen(key, nonce, sealed, aad);
 }
 
 /** ChaCha20-Poly1305 (RFC 8439 §2.8). */
-export function chachaSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad?: Uint8Array): Uint8Array {
+export function chachaSeal(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad?: Uint8Array,
+): Uint8Array {
   check(key, nonce);
   return backend.chacha20poly1305Seal(key, nonce, plaintext, aad);
 }
 
-export function chachaOpen(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad?: Uint8Array): Uint8Array {
+export function chachaOpen(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  sealed: Uint8Array,
+  aad?: Uint8Array,
+): Uint8Array {
   check(key, nonce);
   return backend.chacha20poly1305Open(key, nonce, sealed, aad);
 }

@@ -228,8 +228,14 @@ export const CPACE_NEUTRAL = new Uint8Array(FIELD_SIZE_BYTES);
  * backends refuse to produce the zero point; this is where the draft's G.I is given back).
  */
 export function scalarMultVfy(y: Uint8Array, g: Uint8Array, via: CryptoBackend = defaultBackend): Uint8Array {
+  return multiplyVfy(via.x25519Multiplier(y), g);
+}
+
+type Multiplier = (u: Uint8Array) => Uint8Array;
+
+function multiplyVfy(times: Multiplier, g: Uint8Array): Uint8Array {
   try {
-    return via.x25519(y, g);
+    return times(g);
   } catch (e) {
     if (isHandsafeError(e, "crypto.invalid_point")) return CPACE_NEUTRAL.slice();
     throw e;
@@ -258,7 +264,8 @@ export interface CPaceInput {
 
 interface InitiatorSecrets {
   sid: Uint8Array;
-  ya: Uint8Array;
+  /** X25519 with ya, imported once (the raw ya is erased after cpaceInitiate). */
+  ya: Multiplier;
   yaPoint: Uint8Array;
   adA: Uint8Array;
   via: CryptoBackend;
@@ -294,15 +301,15 @@ function invalidPoint(): HandsafeError {
 }
 
 /** §7.2 Y = G.scalar_mult(y, g); G.I here would mean a broken generator, so it aborts too. */
-function publicShare(y: Uint8Array, g: Uint8Array, via: CryptoBackend): Uint8Array {
-  const share = scalarMultVfy(y, g, via);
+function publicShare(y: Multiplier, g: Uint8Array): Uint8Array {
+  const share = multiplyVfy(y, g);
   if (isAllZero(share)) throw invalidPoint();
   return share;
 }
 
 /** K = G.scalar_mult_vfy(y, Y); the party MUST abort if K = G.I (§7.2). */
-function sharedPoint(y: Uint8Array, peer: Uint8Array, via: CryptoBackend): Uint8Array {
-  const k = scalarMultVfy(y, peer, via);
+function sharedPoint(y: Multiplier, peer: Uint8Array): Uint8Array {
+  const k = multiplyVfy(y, peer);
   if (isAllZero(k)) throw invalidPoint();
   return k;
 }
@@ -315,9 +322,11 @@ export function cpaceInitiate(
 ): { state: CPaceInitiatorState; message: Uint8Array } {
   const g = calculateGenerator(input.prs, input.ci, input.sid, via);
   const ya = scalarOrSample(scalar, via);
-  const yaPoint = publicShare(ya, g, via);
+  const times = via.x25519Multiplier(ya);
+  ya.fill(0);
+  const yaPoint = publicShare(times, g);
   const state = new CPaceInitiatorState();
-  initiatorSecrets.set(state, { sid: input.sid.slice(), ya, yaPoint, adA: input.ad.slice(), via });
+  initiatorSecrets.set(state, { sid: input.sid.slice(), ya: times, yaPoint, adA: input.ad.slice(), via });
   return { state, message: yaPoint };
 }
 
@@ -332,30 +341,26 @@ export function cpaceRespond(
   checkMessage(ya, "Ya");
   const g = calculateGenerator(input.prs, input.ci, input.sid, via);
   const yb = scalarOrSample(scalar, via);
-  try {
-    const ybPoint = publicShare(yb, g, via);
-    const k = sharedPoint(yb, ya, via);
-    const isk = deriveIsk(input.sid, k, transcriptIr(ya, adA, ybPoint, input.ad), via);
-    k.fill(0);
-    return { isk, message: ybPoint };
-  } finally {
-    yb.fill(0);
-  }
+  const times = via.x25519Multiplier(yb);
+  yb.fill(0);
+  const ybPoint = publicShare(times, g);
+  const k = sharedPoint(times, ya);
+  const isk = deriveIsk(input.sid, k, transcriptIr(ya, adA, ybPoint, input.ad), via);
+  k.fill(0);
+  return { isk, message: ybPoint };
 }
 
 /** A's last step: from B's Yb and ADb, returns A's ISK. The state cannot be used again. */
 export function cpaceFinish(state: CPaceInitiatorState, yb: Uint8Array, adB: Uint8Array): Uint8Array {
   const secrets = initiatorSecrets.get(state);
   if (secrets === undefined)
-    throw new HandsafeError("cpace.state_used", "this CPace initiator state was already used", { status: 409 });
-  initiatorSecrets.delete(state);
-  try {
-    checkMessage(yb, "Yb");
-    const k = sharedPoint(secrets.ya, yb, secrets.via);
-    const isk = deriveIsk(secrets.sid, k, transcriptIr(secrets.yaPoint, secrets.adA, yb, adB), secrets.via);
-    k.fill(0);
-    return isk;
-  } finally {
-    secrets.ya.fill(0);
-  }
+    throw new HandsafeError("cpace.state_used", "this CPace initiator state was already used", {
+      status: 409,
+    });
+  initiatorSecrets.delete(state); // from here on, the multiplier holding ya is unreachable
+  checkMessage(yb, "Yb");
+  const k = sharedPoint(secrets.ya, yb);
+  const isk = deriveIsk(secrets.sid, k, transcriptIr(secrets.yaPoint, secrets.adA, yb, adB), secrets.via);
+  k.fill(0);
+  return isk;
 }

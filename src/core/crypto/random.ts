@@ -5,7 +5,10 @@ import { HandsafeError } from "../errors.ts";
 /** Bytes from the platform CSPRNG (node:crypto or crypto.getRandomValues). */
 export function randomBytes(length: number): Uint8Array {
   if (!Number.isSafeInteger(length) || length < 0)
-    throw new HandsafeError("crypto.invalid_length", `random length must be a whole number ≥ 0, got ${length}`);
+    throw new HandsafeError(
+      "crypto.invalid_length",
+      `random length must be a whole number ≥ 0, got ${length}`,
+    );
   return backend.randomBytes(length);
 }
 

@@ -127,8 +127,9 @@ export function isUnavailableError(err: unknown): boolean {
   // Node socket errors (pg)
   if (/^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EPIPE|EAI_AGAIN)$/.test(code)) return true;
   // PostgreSQL SQLSTATE class 08 (connection exception), 53 (insufficient resources),
-  // 57P01..57P03 (admin shutdown, crash shutdown, cannot connect now), 58 (system error)
-  if (/^(08...|53...|57P0[123]|58...)$/.test(code)) return true;
+  // 57P01..57P03 (admin shutdown, crash shutdown, cannot connect now), 58 (system error), and the
+  // connect-time refusals 28000/28P01 (authentication) and 3D000 (the database does not exist).
+  if (/^(08...|53...|57P0[123]|58...|28000|28P01|3D000)$/.test(code)) return true;
   // better-sqlite3 extended result codes
   return /^SQLITE_(BUSY|LOCKED|IOERR|CANTOPEN|FULL|NOMEM|PROTOCOL)/.test(code);
 }
@@ -234,7 +235,9 @@ class GuardedConnection implements DatabaseConnection {
   }
 
   executeQuery<R>(compiledQuery: Parameters<DatabaseConnection["executeQuery"]>[0]): Promise<QueryResult<R>> {
-    return guard("database query failed: storage unavailable", () => this.inner.executeQuery<R>(compiledQuery));
+    return guard("database query failed: storage unavailable", () =>
+      this.inner.executeQuery<R>(compiledQuery),
+    );
   }
 
   streamQuery<R>(

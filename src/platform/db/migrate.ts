@@ -31,7 +31,10 @@ export function combineMigrations(...registries: MigrationRegistry[]): Migration
   const out: Record<string, Migration> = {};
   for (const registry of registries) {
     for (const [name, migration] of Object.entries(registry)) {
-      if (name in out) throw new HandsafeError("storage.migration_invalid", `migration ${name} is defined twice`, { status: 500 });
+      if (name in out)
+        throw new HandsafeError("storage.migration_invalid", `migration ${name} is defined twice`, {
+          status: 500,
+        });
       out[name] = migration;
     }
   }

@@ -27,6 +27,12 @@ export interface CryptoBackend {
   hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
   /** RFC 7748 §5 X25519(k, u) with the scalar clamped and bit 255 of u ignored. */
   x25519(scalar: Uint8Array, u: Uint8Array): Uint8Array;
+  /**
+   * X25519 with one scalar against several u: the scalar is imported once. On node an X25519
+   * private-key import costs a full multiplication (OpenSSL derives the public key), so a party
+   * that multiplies twice with the same scalar (CPace) saves one. Same errors as `x25519`.
+   */
+  x25519Multiplier(scalar: Uint8Array): (u: Uint8Array) => Uint8Array;
   /** X25519(k, 9): the public key of an X25519 private scalar. */
   x25519PublicKey(scalar: Uint8Array): Uint8Array;
   /** RFC 8032 §5.1.5: the public key A of a 32-byte Ed25519 seed. */
@@ -38,7 +44,12 @@ export interface CryptoBackend {
   aes256gcmSeal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad?: Uint8Array): Uint8Array;
   aes256gcmOpen(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad?: Uint8Array): Uint8Array;
   /** RFC 8439 §2.8 AEAD_CHACHA20_POLY1305 with a 12-byte nonce. */
-  chacha20poly1305Seal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad?: Uint8Array): Uint8Array;
+  chacha20poly1305Seal(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    plaintext: Uint8Array,
+    aad?: Uint8Array,
+  ): Uint8Array;
   chacha20poly1305Open(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad?: Uint8Array): Uint8Array;
 }
 

@@ -30,7 +30,11 @@ function checkAeadParameters(key: Uint8Array, nonce: Uint8Array): void {
   if (nonce.length !== 12) throw invalidNonce(nonce.length);
 }
 
-type AeadFactory = (key: Uint8Array, nonce: Uint8Array, aad?: Uint8Array) => {
+type AeadFactory = (
+  key: Uint8Array,
+  nonce: Uint8Array,
+  aad?: Uint8Array,
+) => {
   encrypt(plaintext: Uint8Array): Uint8Array;
   decrypt(sealed: Uint8Array): Uint8Array;
 };
@@ -98,6 +102,12 @@ export const backend = {
     }
     if (isAllZero(out)) throw invalidPoint();
     return out;
+  },
+
+  x25519Multiplier(scalar: Uint8Array): (u: Uint8Array) => Uint8Array {
+    need("X25519 scalar", scalar, 32);
+    const own = scalar.slice();
+    return (u: Uint8Array): Uint8Array => backend.x25519(own, u);
   },
 
   x25519PublicKey(scalar: Uint8Array): Uint8Array {

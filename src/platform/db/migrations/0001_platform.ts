@@ -68,7 +68,11 @@ export const migration0001Platform: Migration = {
       .addColumn("public_key", bytesType(dialect))
       .addColumn("sealed_private", bytesType(dialect), (c) => c.notNull())
       .execute();
-    await db.schema.createIndex("server_keys_purpose").on("server_keys").columns(["purpose", "created_at"]).execute();
+    await db.schema
+      .createIndex("server_keys_purpose")
+      .on("server_keys")
+      .columns(["purpose", "created_at"])
+      .execute();
   },
 
   // biome-ignore lint/suspicious/noExplicitAny: as above.

@@ -74,20 +74,35 @@ export async function pinService(
   const publicKey = fromBase64urlOfLength(body.publicKey, 32, "publicKey");
   const keyId = serviceKeyId(publicKey);
   if (body.uid !== serviceUid || keyId !== body.keyId)
-    throw new HandsafeError("activation.bad_service_key", "the server's answer about the service is inconsistent");
-  if ((expected?.keyId && expected.keyId !== keyId) || (expected?.publicKey && expected.publicKey !== body.publicKey))
+    throw new HandsafeError(
+      "activation.bad_service_key",
+      "the server's answer about the service is inconsistent",
+    );
+  if (
+    (expected?.keyId && expected.keyId !== keyId) ||
+    (expected?.publicKey && expected.publicKey !== body.publicKey)
+  )
     throw new HandsafeError("activation.bad_service_key", "the service key is not the expected one");
   const pinned = { serviceUid, keyId, publicKey };
   await putJson(handset, entry(serviceUid, "pin"), { serviceUid, keyId, publicKey: body.publicKey });
   return pinned;
 }
 
-export async function pinnedServiceKey(handset: Handset, serviceUid: string): Promise<PinnedServiceKey | undefined> {
-  const p = await getJson<{ serviceUid: string; keyId: string; publicKey: string }>(handset, entry(serviceUid, "pin"));
+export async function pinnedServiceKey(
+  handset: Handset,
+  serviceUid: string,
+): Promise<PinnedServiceKey | undefined> {
+  const p = await getJson<{ serviceUid: string; keyId: string; publicKey: string }>(
+    handset,
+    entry(serviceUid, "pin"),
+  );
   return p ? { serviceUid: p.serviceUid, keyId: p.keyId, publicKey: fromBase64url(p.publicKey) } : undefined;
 }
 
-export async function login(handset: Handset, credentials: { email: string; password: string }): Promise<Session> {
+export async function login(
+  handset: Handset,
+  credentials: { email: string; password: string },
+): Promise<Session> {
   const { body } = await handset.http.post<Session>("/v1/activation/login", {
     email: credentials.email,
     password: credentials.password,
@@ -99,7 +114,11 @@ export async function login(handset: Handset, credentials: { email: string; pass
 }
 
 /** Login → grant → verify → CPace → confirm: one service, end to end. */
-export async function activate(handset: Handset, session: Session, serviceUid: string): Promise<ActivatedService> {
+export async function activate(
+  handset: Handset,
+  session: Session,
+  serviceUid: string,
+): Promise<ActivatedService> {
   const pinned = (await pinnedServiceKey(handset, serviceUid)) ?? (await pinService(handset, serviceUid));
   const { body } = await handset.http.post<unknown>(
     "/v1/activation/grants",
@@ -133,7 +152,10 @@ export async function handleActivationResponse(
   if (typeof uid !== "string") throw new HandsafeError("activation.bad_grant", "the grant names no service");
   const pinned = await pinnedServiceKey(handset, uid);
   if (!pinned)
-    throw new HandsafeError("activation.unpinned_service", `no pinned key for service ${uid}: add the service first`);
+    throw new HandsafeError(
+      "activation.unpinned_service",
+      `no pinned key for service ${uid}: add the service first`,
+    );
   const grant = verifyGrant(parsed, pinned, { handsetId: handset.id, now: Date.now() });
   return runKeyExchange(handset, grant);
 }
@@ -142,7 +164,12 @@ async function runKeyExchange(handset: Handset, grant: ActivationGrant): Promise
   const secret = fromBase64url(grant.secret, "secret");
   const params = cpaceParameters(derivePrs(secret), grant.activationId, grant.serviceUid, grant.handsetId);
   secret.fill(0);
-  const { state, message: ya } = cpaceInitiate({ prs: params.prs, ci: params.ci, sid: params.sid, ad: params.adA });
+  const { state, message: ya } = cpaceInitiate({
+    prs: params.prs,
+    ci: params.ci,
+    sid: params.sid,
+    ad: params.adA,
+  });
   const started = await handset.http.post<{ yb: string; confirm: string }>(`${grant.exchangeUrl}/start`, {
     activationId: grant.activationId,
     ya: toBase64url(ya),
@@ -151,7 +178,10 @@ async function runKeyExchange(handset: Handset, grant: ActivationGrant): Promise
   const isk = cpaceFinish(state, yb, params.adB);
   const keys = deriveSessionKeys(isk, params.sid);
   // The service proves first; a wrong proof means a wrong secret or an impostor: stop here.
-  checkConfirmation(confirmationTag(keys.confirmResponder, ya, yb), fromBase64urlOfLength(started.body.confirm, 32, "confirm"));
+  checkConfirmation(
+    confirmationTag(keys.confirmResponder, ya, yb),
+    fromBase64urlOfLength(started.body.confirm, 32, "confirm"),
+  );
   const confirmed = await handset.http.post<{ fingerprint: string }>(`${grant.exchangeUrl}/confirm`, {
     activationId: grant.activationId,
     confirm: toBase64url(confirmationTag(keys.confirmInitiator, ya, yb)),

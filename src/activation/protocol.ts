@@ -9,9 +9,10 @@
  *   CPace initiator: Ya                   ──►   CPace responder: Yb, ISK, confirmB
  *   check confirmB; confirmA              ──►   check confirmA; store service key (sealed at rest)
  */
-import { canonicalJson } from "../core/codec/canonical-json.ts";
+
 import { fromBase64url, fromBase64urlOfLength, toBase64url } from "../core/codec/base64url.ts";
 import { concatBytes, lengthPrefixed, utf8 } from "../core/codec/bytes.ts";
+import { canonicalJson } from "../core/codec/canonical-json.ts";
 import { constantTimeEqual } from "../core/crypto/ct.ts";
 import { sign, verify } from "../core/crypto/ed25519.ts";
 import { hmacSha256, sha256 } from "../core/crypto/hash.ts";
@@ -77,7 +78,11 @@ export function exchangePath(serviceUid: string): string {
   return `/v1/activation/exchange/${encodeURIComponent(serviceUid)}`;
 }
 
-export function signGrant(grant: ActivationGrant, serviceSigningSeed: Uint8Array, keyId: string): SignedGrant {
+export function signGrant(
+  grant: ActivationGrant,
+  serviceSigningSeed: Uint8Array,
+  keyId: string,
+): SignedGrant {
   return { grant, keyId, signature: toBase64url(sign(serviceSigningSeed, grantMessage(grant))) };
 }
 
@@ -100,7 +105,10 @@ export function verifyGrant(
   const signed = parseSignedGrant(input);
   const { grant } = signed;
   if (grant.serviceUid !== pinned.serviceUid)
-    throw new HandsafeError("activation.wrong_service", "the grant names another service than the pinned one");
+    throw new HandsafeError(
+      "activation.wrong_service",
+      "the grant names another service than the pinned one",
+    );
   if (signed.keyId !== pinned.keyId)
     throw new HandsafeError("activation.bad_signature", "the grant is not signed by the pinned service key");
   const signature = fromBase64url(signed.signature, "signature");
@@ -117,10 +125,12 @@ export function verifyGrant(
 
 /** Strict shape check of an untrusted signed grant (from the network or a browser plug-in). */
 export function parseSignedGrant(input: unknown): SignedGrant {
-  const bad = (why: string) => new HandsafeError("activation.bad_grant", `malformed activation grant: ${why}`);
+  const bad = (why: string) =>
+    new HandsafeError("activation.bad_grant", `malformed activation grant: ${why}`);
   if (!isRecord(input)) throw bad("not an object");
   const { grant, keyId, signature } = input;
-  if (typeof keyId !== "string" || typeof signature !== "string") throw bad("keyId and signature are required");
+  if (typeof keyId !== "string" || typeof signature !== "string")
+    throw bad("keyId and signature are required");
   if (!isRecord(grant)) throw bad("grant is not an object");
   const g = grant;
   if (g.v !== 1) throw bad("unknown version");
@@ -129,7 +139,8 @@ export function parseSignedGrant(input: unknown): SignedGrant {
       throw bad(`${f} must be a non-empty string`);
   if (typeof g.expiresAt !== "number" || !Number.isSafeInteger(g.expiresAt)) throw bad("expiresAt");
   const keys = Object.keys(g).sort().join(",");
-  if (keys !== "activationId,exchangeUrl,expiresAt,handsetId,secret,serviceUid,v") throw bad("unexpected fields");
+  if (keys !== "activationId,exchangeUrl,expiresAt,handsetId,secret,serviceUid,v")
+    throw bad("unexpected fields");
   fromBase64urlOfLength(g.activationId as string, ACTIVATION_ID_BYTES, "activationId");
   fromBase64urlOfLength(g.secret as string, SECRET_BYTES, "secret");
   return { grant: g as unknown as ActivationGrant, keyId, signature };
@@ -363,9 +374,14 @@ export function pullProof(serviceKey: Uint8Array, request: PullRequest): Uint8Ar
  * A replayed proof only lists the same MAC-protected commands again (the handset drops those it
  * has seen by seq), so a time window is enough here; it is not a licence to act.
  */
-export function verifyPullAuth(serviceKey: Uint8Array, request: PullRequest & { proof: Uint8Array; now: number }): void {
+export function verifyPullAuth(
+  serviceKey: Uint8Array,
+  request: PullRequest & { proof: Uint8Array; now: number },
+): void {
   if (Math.abs(request.now - request.timestamp) > PULL_WINDOW_MS)
-    throw new HandsafeError("command.stale_proof", "the pull proof is too old or from the future", { status: 401 });
+    throw new HandsafeError("command.stale_proof", "the pull proof is too old or from the future", {
+      status: 401,
+    });
   if (!constantTimeEqual(pullProof(serviceKey, request), request.proof))
     throw new HandsafeError("command.bad_proof", "the pull proof does not verify", { status: 401 });
 }

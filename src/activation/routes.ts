@@ -2,17 +2,24 @@
  * Activation's HTTP surface: parse (schemas at the edge), authorise, call ActivationService.
  * docs/protocols/activation.md describes each message.
  */
+
+import type { FastifyRequest } from "fastify";
+import type { Kysely } from "kysely";
 import { Type } from "typebox";
 import { fromBase64urlOfLength } from "../core/codec/base64url.ts";
 import { HandsafeError } from "../core/errors.ts";
-import { authenticateUser, findUserByEmail, issueToken, type AuthTables, type Principal } from "../platform/auth/store.ts";
+import {
+  type AuthTables,
+  authenticateUser,
+  findUserByEmail,
+  issueToken,
+  type Principal,
+} from "../platform/auth/store.ts";
 import type { Platform } from "../platform/context.ts";
 import type { App } from "../platform/http/app.ts";
 import { enrolHandset, findHandset } from "../platform/registry/handsets.ts";
 import { ACTIVATION_CONTENT_TYPE } from "./protocol.ts";
 import { ActivationService } from "./server.ts";
-import type { Kysely } from "kysely";
-import type { FastifyRequest } from "fastify";
 
 const SESSION_TTL_MS = 15 * 60 * 1000;
 const b64u = (max: number) => Type.String({ pattern: "^[A-Za-z0-9_-]*$", maxLength: max });
@@ -86,10 +93,20 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
     try {
       user = await authenticateUser(authDb, body.email, body.password);
     } catch (e) {
-      await platform.audit({ actor: "anonymous", action: "auth.login", subject: "handset", outcome: "deny", details: { code: (e as HandsafeError).code } });
+      await platform.audit({
+        actor: "anonymous",
+        action: "auth.login",
+        subject: "handset",
+        outcome: "deny",
+        details: { code: (e as HandsafeError).code },
+      });
       throw e;
     }
-    const handset = await enrolHandset(platform.db, { userId: user.id, identityKey, ...(body.label ? { label: body.label } : {}) }, platform.clock());
+    const handset = await enrolHandset(
+      platform.db,
+      { userId: user.id, identityKey, ...(body.label ? { label: body.label } : {}) },
+      platform.clock(),
+    );
     await platform.audit({ actor: user.id, action: "auth.login", subject: handset.id, outcome: "allow" });
     return { user, handset };
   }
@@ -104,7 +121,12 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
   async function mayActOnHandset(request: FastifyRequest, handsetId: string): Promise<Principal> {
     const p = await guards.session(request, { allowAdmin: true });
     if (p.kind === "session" && p.handsetId !== handsetId) {
-      await platform.audit({ actor: p.handsetId ?? "unknown", action: "auth.cross_handset", subject: handsetId, outcome: "deny" });
+      await platform.audit({
+        actor: p.handsetId ?? "unknown",
+        action: "auth.cross_handset",
+        subject: handsetId,
+        outcome: "deny",
+      });
       throw new HandsafeError("auth.forbidden", "a handset may only see its own keys", { status: 403 });
     }
     return p;
@@ -131,8 +153,17 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
     },
     async (request) => {
       const { user, handset } = await signIn(request.body);
-      const { token, expiresAt } = await issueToken(authDb, { kind: "session", userId: user.id, handsetId: handset.id, ttlMs: SESSION_TTL_MS }, platform.clock());
-      return { token, expiresAt: expiresAt!, handsetId: handset.id, pendingServices: await service.pendingServices(handset.id) };
+      const { token, expiresAt } = await issueToken(
+        authDb,
+        { kind: "session", userId: user.id, handsetId: handset.id, ttlMs: SESSION_TTL_MS },
+        platform.clock(),
+      );
+      return {
+        token,
+        expiresAt: expiresAt!,
+        handsetId: handset.id,
+        pendingServices: await service.pendingServices(handset.id),
+      };
     },
   );
 
@@ -160,10 +191,18 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
   // that the browser hands to the handsafe plug-in (SDK: handleActivationResponse).
   app.get(
     "/v1/activation/signin",
-    { schema: { tags: ["activation"], summary: "Web sign-in page for the browser flow", querystring: Type.Object({ service: ServiceUid }) } },
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "Web sign-in page for the browser flow",
+        querystring: Type.Object({ service: ServiceUid }),
+      },
+    },
     async (request, reply) => {
       const s = await service.getService(request.query.service);
-      reply.type("text/html; charset=utf-8").header("content-security-policy", "default-src 'none'; form-action 'self'");
+      reply
+        .type("text/html; charset=utf-8")
+        .header("content-security-policy", "default-src 'none'; form-action 'self'");
       return signinPage(s.uid, s.name);
     },
   );
@@ -184,7 +223,11 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
     },
     async (request, reply) => {
       const { user, handset } = await signIn(request.body);
-      const signed = await service.issueGrant({ userId: user.id, handsetId: handset.id, serviceUid: request.body.serviceUid });
+      const signed = await service.issueGrant({
+        userId: user.id,
+        handsetId: handset.id,
+        serviceUid: request.body.serviceUid,
+      });
       reply.header("cache-control", "no-store");
       reply.type(ACTIVATION_CONTENT_TYPE);
       return signed;
@@ -226,7 +269,11 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
         params: Type.Object({ serviceUid: ServiceUid }),
         body: Type.Object({ activationId: b64u(22), confirm: b64u(43) }, { additionalProperties: false }),
         response: {
-          200: Type.Object({ fingerprint: Type.String(), serviceUid: Type.String(), handsetId: Type.String() }),
+          200: Type.Object({
+            fingerprint: Type.String(),
+            serviceUid: Type.String(),
+            handsetId: Type.String(),
+          }),
         },
       },
       config: { rateLimit: exchangeRate },
@@ -236,7 +283,13 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
 
   app.get(
     "/v1/services",
-    { schema: { tags: ["activation"], summary: "Activation-capable services and their public keys", response: { 200: Type.Array(ServiceInfoSchema) } } },
+    {
+      schema: {
+        tags: ["activation"],
+        summary: "Activation-capable services and their public keys",
+        response: { 200: Type.Array(ServiceInfoSchema) },
+      },
+    },
     async () => service.listServices(),
   );
 
@@ -321,7 +374,10 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
         tags: ["admin"],
         summary: "Create an activation-capable service with its own Ed25519 signing key",
         security: [{ bearer: [] }],
-        body: Type.Object({ uid: ServiceUid, name: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false }),
+        body: Type.Object(
+          { uid: ServiceUid, name: Type.String({ minLength: 1, maxLength: 100 }) },
+          { additionalProperties: false },
+        ),
         response: { 201: ServiceInfoSchema },
       },
     },
@@ -339,13 +395,23 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
         tags: ["admin"],
         summary: "Activate a service on behalf of a user: pending until the handset's client next runs",
         security: [{ bearer: [] }],
-        body: Type.Object({ email: Type.String(), handsetId: HandsetId, serviceUid: ServiceUid }, { additionalProperties: false }),
+        body: Type.Object(
+          { email: Type.String(), handsetId: HandsetId, serviceUid: ServiceUid },
+          { additionalProperties: false },
+        ),
       },
     },
     async (request, reply) => {
       await guards.admin(request);
       const userId = await userIdOf(request.body.email);
-      return reply.status(201).send(await service.activateOnBehalf({ userId, handsetId: request.body.handsetId, serviceUid: request.body.serviceUid }, "admin"));
+      return reply
+        .status(201)
+        .send(
+          await service.activateOnBehalf(
+            { userId, handsetId: request.body.handsetId, serviceUid: request.body.serviceUid },
+            "admin",
+          ),
+        );
     },
   );
 
@@ -357,7 +423,12 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
         summary: "Pre-generate activation secrets for a user and service",
         security: [{ bearer: [] }],
         body: Type.Object(
-          { email: Type.String(), serviceUid: ServiceUid, count: Type.Integer({ minimum: 1, maximum: 100 }), ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 90 * 86400 })) },
+          {
+            email: Type.String(),
+            serviceUid: ServiceUid,
+            count: Type.Integer({ minimum: 1, maximum: 100 }),
+            ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 90 * 86400 })),
+          },
           { additionalProperties: false },
         ),
       },
@@ -366,7 +437,15 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
       await guards.admin(request);
       const userId = await userIdOf(request.body.email);
       return reply.status(201).send(
-        await service.pregenerateSecrets({ userId, serviceUid: request.body.serviceUid, count: request.body.count, ttlSeconds: request.body.ttlSeconds ?? 7 * 86400 }, "admin"),
+        await service.pregenerateSecrets(
+          {
+            userId,
+            serviceUid: request.body.serviceUid,
+            count: request.body.count,
+            ttlSeconds: request.body.ttlSeconds ?? 7 * 86400,
+          },
+          "admin",
+        ),
       );
     },
   );
@@ -383,7 +462,12 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
           {
             handsetId: HandsetId,
             name: Type.String({ pattern: "^[a-z][a-z0-9._-]{0,62}$" }),
-            args: Type.Optional(Type.Record(Type.String({ maxLength: 64 }), Type.Union([Type.String({ maxLength: 1024 }), Type.Number(), Type.Boolean()]))),
+            args: Type.Optional(
+              Type.Record(
+                Type.String({ maxLength: 64 }),
+                Type.Union([Type.String({ maxLength: 1024 }), Type.Number(), Type.Boolean()]),
+              ),
+            ),
           },
           { additionalProperties: false },
         ),
@@ -394,7 +478,15 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
       const handset = await findHandset(platform.db, request.body.handsetId);
       if (!handset) throw new HandsafeError("handset.unknown", "no such handset", { status: 404 });
       return reply.status(201).send(
-        await service.sendCommand({ serviceUid: request.params.serviceUid, handsetId: request.body.handsetId, name: request.body.name, args: request.body.args ?? {} }, "admin"),
+        await service.sendCommand(
+          {
+            serviceUid: request.params.serviceUid,
+            handsetId: request.body.handsetId,
+            name: request.body.name,
+            args: request.body.args ?? {},
+          },
+          "admin",
+        ),
       );
     },
   );

@@ -10,15 +10,15 @@ import { generateSigningKey } from "../core/crypto/ed25519.ts";
 import { randomBytes, randomToken } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import type { AuditEntry, Platform } from "../platform/context.ts";
-import { findHandset } from "../platform/registry/handsets.ts";
 import { notifyHandset } from "../platform/notify/inbox.ts";
+import { findHandset } from "../platform/registry/handsets.ts";
 import {
   ACTIVATION_ID_BYTES,
   type ActivationGrant,
+  type CommandArgs,
   checkConfirmation,
   checkExchangeConfirm,
   checkExchangeStart,
-  type CommandArgs,
   confirmationTag,
   cpaceParameters,
   derivePrs,
@@ -27,10 +27,10 @@ import {
   keyFingerprint,
   SECRET_BYTES,
   type SealedCommand,
+  type SignedGrant,
   sealCommand,
   serviceKeyId,
   signGrant,
-  type SignedGrant,
   verifyPullAuth,
 } from "./protocol.ts";
 import * as store from "./store.ts";
@@ -155,7 +155,10 @@ export class ActivationService {
       exchangeUrl: exchangePath(service.uid),
       expiresAt,
     };
-    const seed = this.platform.keyring.openAtRest(service.sealedSigningKey, `activation/service-signing-key/${service.id}`);
+    const seed = this.platform.keyring.openAtRest(
+      service.sealedSigningKey,
+      `activation/service-signing-key/${service.id}`,
+    );
     const signed = signGrant(grant, seed, service.keyId);
     seed.fill(0);
     secret.fill(0);
@@ -191,7 +194,11 @@ export class ActivationService {
     let isk: Uint8Array;
     let yb: Uint8Array;
     try {
-      ({ isk, message: yb } = cpaceRespond({ prs, ci: params.ci, sid: params.sid, ad: params.adB }, ya, params.adA));
+      ({ isk, message: yb } = cpaceRespond(
+        { prs, ci: params.ci, sid: params.sid, ad: params.adB },
+        ya,
+        params.adA,
+      ));
     } catch (e) {
       await store.transitionActivation(this.db, a.id, "issued", "failed", { sealed_prs: null }, now);
       await this.deny("activation.exchange_refused", serviceUid, e, a.id);
@@ -207,7 +214,13 @@ export class ActivationService {
       a.id,
       "issued",
       "exchanging",
-      { ya, yb, sealed_keys: sealedKeys, sealed_prs: null, expires_at: Math.min(a.expiresAt, now + EXCHANGE_WINDOW_MS) },
+      {
+        ya,
+        yb,
+        sealed_keys: sealedKeys,
+        sealed_prs: null,
+        expires_at: Math.min(a.expiresAt, now + EXCHANGE_WINDOW_MS),
+      },
       now,
     );
     if (!won) {
@@ -250,8 +263,12 @@ export class ActivationService {
       await this.deny("activation.confirm_refused", serviceUid, e, a.id);
       throw e;
     }
-    if (!(await store.transitionActivation(this.db, a.id, "exchanging", "active", { sealed_keys: null }, now))) {
-      throw new HandsafeError("activation.secret_used", "the activation secret was already used", { status: 410 });
+    if (
+      !(await store.transitionActivation(this.db, a.id, "exchanging", "active", { sealed_keys: null }, now))
+    ) {
+      throw new HandsafeError("activation.secret_used", "the activation secret was already used", {
+        status: 410,
+      });
     }
     const fingerprint = keyFingerprint(serviceKey);
     const keyId = `skey_${randomToken(12)}`;
@@ -282,7 +299,10 @@ export class ActivationService {
     return { fingerprint, serviceUid: service.uid, handsetId: a.handsetId };
   }
 
-  private async activationOf(service: store.ServiceRow, activationId: string): Promise<store.ActivationRow | undefined> {
+  private async activationOf(
+    service: store.ServiceRow,
+    activationId: string,
+  ): Promise<store.ActivationRow | undefined> {
     fromBase64urlOfLength(activationId, ACTIVATION_ID_BYTES, "activationId");
     const a = await store.findActivation(this.db, activationId);
     // An activation of another service is, to this endpoint, no activation at all.
@@ -305,7 +325,13 @@ export class ActivationService {
   // --- keys held by handsets --------------------------------------------------------------------
 
   async listHandsetKeys(handsetId: string): Promise<
-    Array<{ serviceUid: string; fingerprint: string; state: string; createdAt: number; revokedAt: number | null }>
+    Array<{
+      serviceUid: string;
+      fingerprint: string;
+      state: string;
+      createdAt: number;
+      revokedAt: number | null;
+    }>
   > {
     return (await store.listServiceKeysOfHandset(this.db, handsetId)).map((k) => ({
       serviceUid: k.serviceUid,
@@ -421,7 +447,10 @@ export class ActivationService {
 
   // --- commands from a service to an activated handset ------------------------------------------
 
-  private async activeKey(service: store.ServiceRow, handsetId: string): Promise<{ row: store.ServiceKeyRow; key: Uint8Array }> {
+  private async activeKey(
+    service: store.ServiceRow,
+    handsetId: string,
+  ): Promise<{ row: store.ServiceKeyRow; key: Uint8Array }> {
     const row = await store.findActiveServiceKey(this.db, service.id, handsetId);
     if (!row)
       throw new HandsafeError("activation.not_active", `${service.uid} is not active on this handset`, {

@@ -278,7 +278,9 @@ export async function transitionActivation(
   id: string,
   from: ActivationState,
   to: ActivationState,
-  set: Partial<Pick<ActivationTables["activations"], "ya" | "yb" | "sealed_keys" | "sealed_prs" | "expires_at">>,
+  set: Partial<
+    Pick<ActivationTables["activations"], "ya" | "yb" | "sealed_keys" | "sealed_prs" | "expires_at">
+  >,
   now: number,
 ): Promise<boolean> {
   const result = await db
@@ -291,7 +293,12 @@ export async function transitionActivation(
 }
 
 /** Expires every earlier unfinished grant of this handset for this service. */
-export async function supersedeIssued(db: Db, serviceId: string, handsetId: string, now: number): Promise<void> {
+export async function supersedeIssued(
+  db: Db,
+  serviceId: string,
+  handsetId: string,
+  now: number,
+): Promise<void> {
   await db
     .updateTable("activations")
     .set({ state: "expired", sealed_prs: null, updated_at: now })
@@ -326,7 +333,14 @@ export async function takePooledSecret(
 
 export async function insertPooledSecret(
   db: Db,
-  row: { id: string; userId: string; serviceId: string; sealedSecret: Uint8Array; createdAt: number; expiresAt: number },
+  row: {
+    id: string;
+    userId: string;
+    serviceId: string;
+    sealedSecret: Uint8Array;
+    createdAt: number;
+    expiresAt: number;
+  },
 ): Promise<void> {
   await db
     .insertInto("activation_secret_pool")
@@ -341,7 +355,12 @@ export async function insertPooledSecret(
     .execute();
 }
 
-export async function countPooledSecrets(db: Db, userId: string, serviceId: string, now: number): Promise<number> {
+export async function countPooledSecrets(
+  db: Db,
+  userId: string,
+  serviceId: string,
+  now: number,
+): Promise<number> {
   const r = await db
     .selectFrom("activation_secret_pool")
     .select((eb) => eb.fn.countAll<number>().as("n"))
@@ -438,7 +457,12 @@ export async function listServiceKeysOfHandset(
   return rows.map((r) => ({ ...toServiceKey(r), serviceUid: r.service_uid }));
 }
 
-export async function revokeServiceKey(db: Db, serviceId: string, handsetId: string, now: number): Promise<boolean> {
+export async function revokeServiceKey(
+  db: Db,
+  serviceId: string,
+  handsetId: string,
+  now: number,
+): Promise<boolean> {
   const r = await db
     .updateTable("service_keys")
     .set({ state: "revoked", revoked_at: now })

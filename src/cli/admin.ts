@@ -13,7 +13,10 @@ function withServer(cmd: Command): Command {
     .option("--data-dir <dir>", "the local server's data folder (default: HANDSAFE_DATA_DIR or ./data)");
 }
 
-async function withAdmin<T>(options: AdminOptions, fn: (c: ReturnType<typeof adminClient>) => Promise<T>): Promise<T> {
+async function withAdmin<T>(
+  options: AdminOptions,
+  fn: (c: ReturnType<typeof adminClient>) => Promise<T>,
+): Promise<T> {
   const client = adminClient(resolveServer(options), resolveAdminToken(options));
   try {
     return await fn(client);
@@ -37,48 +40,84 @@ function parseArgs(pairs: string[]): Record<string, string> {
 }
 
 export function registerAdminCommands(program: Command): void {
-  const admin = program.command("admin").description("administer a handsafe server (users, services, activations, audit)");
+  const admin = program
+    .command("admin")
+    .description("administer a handsafe server (users, services, activations, audit)");
 
   withServer(admin.command("user-create").description("create a user account"))
     .requiredOption("--email <email>")
     .requiredOption("--password <password>")
     .option("--role <role>", "user or admin", "user")
     .action(async (o: AdminOptions & { email: string; password: string; role: string }) =>
-      withAdmin(o, async (c) => print((await c.post("/v1/admin/users", { email: o.email, password: o.password, role: o.role })).body)),
+      withAdmin(o, async (c) =>
+        print((await c.post("/v1/admin/users", { email: o.email, password: o.password, role: o.role })).body),
+      ),
     );
 
-  withServer(admin.command("service-create").description("create an activation-capable service with its own signing key"))
+  withServer(
+    admin
+      .command("service-create")
+      .description("create an activation-capable service with its own signing key"),
+  )
     .requiredOption("--uid <uid>", "service UID, e.g. mail")
     .requiredOption("--name <name>")
     .action(async (o: AdminOptions & { uid: string; name: string }) =>
-      withAdmin(o, async (c) => print((await c.post("/v1/admin/services", { uid: o.uid, name: o.name })).body)),
+      withAdmin(o, async (c) =>
+        print((await c.post("/v1/admin/services", { uid: o.uid, name: o.name })).body),
+      ),
     );
 
-  withServer(admin.command("services").description("list services and their public keys")).action(async (o: AdminOptions) =>
-    withAdmin(o, async (c) => print((await c.get("/v1/services")).body)),
+  withServer(admin.command("services").description("list services and their public keys")).action(
+    async (o: AdminOptions) => withAdmin(o, async (c) => print((await c.get("/v1/services")).body)),
   );
 
-  withServer(admin.command("activate").description("activate a service on behalf of a user (pending until the handset runs)"))
+  withServer(
+    admin
+      .command("activate")
+      .description("activate a service on behalf of a user (pending until the handset runs)"),
+  )
     .requiredOption("--email <email>")
     .requiredOption("--handset <id>")
     .requiredOption("--service <uid>")
     .action(async (o: AdminOptions & { email: string; handset: string; service: string }) =>
       withAdmin(o, async (c) =>
-        print((await c.post("/v1/admin/activations", { email: o.email, handsetId: o.handset, serviceUid: o.service })).body),
+        print(
+          (
+            await c.post("/v1/admin/activations", {
+              email: o.email,
+              handsetId: o.handset,
+              serviceUid: o.service,
+            })
+          ).body,
+        ),
       ),
     );
 
-  withServer(admin.command("pregenerate").description("pre-generate activation secrets for a user and service"))
+  withServer(
+    admin.command("pregenerate").description("pre-generate activation secrets for a user and service"),
+  )
     .requiredOption("--email <email>")
     .requiredOption("--service <uid>")
     .option("--count <n>", "how many", "5")
     .action(async (o: AdminOptions & { email: string; service: string; count: string }) =>
       withAdmin(o, async (c) =>
-        print((await c.post("/v1/admin/secret-pool", { email: o.email, serviceUid: o.service, count: Number(o.count) })).body),
+        print(
+          (
+            await c.post("/v1/admin/secret-pool", {
+              email: o.email,
+              serviceUid: o.service,
+              count: Number(o.count),
+            })
+          ).body,
+        ),
       ),
     );
 
-  withServer(admin.command("command").description("send a command to an activated handset (authenticated by the per-service key)"))
+  withServer(
+    admin
+      .command("command")
+      .description("send a command to an activated handset (authenticated by the per-service key)"),
+  )
     .requiredOption("--service <uid>")
     .requiredOption("--handset <id>")
     .requiredOption("--name <name>", "e.g. sync-contacts")
@@ -86,8 +125,13 @@ export function registerAdminCommands(program: Command): void {
     .action(async (o: AdminOptions & { service: string; handset: string; name: string; arg: string[] }) =>
       withAdmin(o, async (c) =>
         print(
-          (await c.post(`/v1/admin/services/${encodeURIComponent(o.service)}/commands`, { handsetId: o.handset, name: o.name, args: parseArgs(o.arg) }))
-            .body,
+          (
+            await c.post(`/v1/admin/services/${encodeURIComponent(o.service)}/commands`, {
+              handsetId: o.handset,
+              name: o.name,
+              args: parseArgs(o.arg),
+            })
+          ).body,
         ),
       ),
     );
@@ -95,7 +139,9 @@ export function registerAdminCommands(program: Command): void {
   withServer(admin.command("keys").description("the services a handset holds keys for (fingerprints only)"))
     .requiredOption("--handset <id>")
     .action(async (o: AdminOptions & { handset: string }) =>
-      withAdmin(o, async (c) => print((await c.get(`/v1/handsets/${encodeURIComponent(o.handset)}/keys`)).body)),
+      withAdmin(o, async (c) =>
+        print((await c.get(`/v1/handsets/${encodeURIComponent(o.handset)}/keys`)).body),
+      ),
     );
 
   withServer(admin.command("revoke").description("revoke one service's key on one handset"))

@@ -37,7 +37,10 @@ export function resolveAdminToken(options: { token?: string; dataDir?: string })
   const dataDir = resolve(options.dataDir ?? process.env["HANDSAFE_DATA_DIR"] ?? "./data");
   const token = options.token ?? process.env["HANDSAFE_ADMIN_TOKEN"] ?? readAdminToken(dataDir);
   if (!token)
-    throw new HandsafeError("cli.no_admin_token", `no admin token: give --token, HANDSAFE_ADMIN_TOKEN, or run where ${dataDir}/admin.token is`);
+    throw new HandsafeError(
+      "cli.no_admin_token",
+      `no admin token: give --token, HANDSAFE_ADMIN_TOKEN, or run where ${dataDir}/admin.token is`,
+    );
   return token;
 }
 
@@ -53,7 +56,8 @@ export function adminClient(server: ServerAddress, token: string): HttpClient {
     baseUrl: inner.baseUrl,
     pin: inner.pin,
     close: () => inner.close(),
-    request: (method, path, opts = {}) => inner.request(method, path, { ...opts, headers: { ...auth, ...opts.headers } }),
+    request: (method, path, opts = {}) =>
+      inner.request(method, path, { ...opts, headers: { ...auth, ...opts.headers } }),
     get: (path, opts = {}) => client.request("GET", path, opts),
     post: (path, json, opts = {}) => client.request("POST", path, { ...opts, json }),
     delete: (path, opts = {}) => client.request("DELETE", path, opts),
@@ -66,7 +70,10 @@ export async function readPassphrase(options: { passphraseFile?: string }): Prom
   const env = process.env["HANDSAFE_HANDSET_PASSPHRASE"];
   if (env) return env;
   if (!process.stdin.isTTY)
-    throw new HandsafeError("cli.no_passphrase", "set HANDSAFE_HANDSET_PASSPHRASE or --passphrase-file for the handset keystore");
+    throw new HandsafeError(
+      "cli.no_passphrase",
+      "set HANDSAFE_HANDSET_PASSPHRASE or --passphrase-file for the handset keystore",
+    );
   return prompt("Handset keystore passphrase: ", true);
 }
 
@@ -88,7 +95,10 @@ export function prompt(question: string, secret = false): Promise<string> {
 }
 
 /** Opens the simulated handset whose keystore is the folder `dir`. */
-export async function openHandset(options: { dir: string; passphraseFile?: string } & ServerOptions, init = false): Promise<Handset> {
+export async function openHandset(
+  options: { dir: string; passphraseFile?: string } & ServerOptions,
+  init = false,
+): Promise<Handset> {
   const keystore = await FolderKeystore.open(resolve(options.dir), await readPassphrase(options));
   const server = init || options.url ? resolveServer(options) : undefined;
   return Handset.open(keystore, pinnedClient, server);

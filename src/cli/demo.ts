@@ -5,7 +5,15 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { acceptCommands, activate, fetchSealedCommands, listActivated, login, pullCommands, revoke } from "../activation/handset.ts";
+import {
+  acceptCommands,
+  activate,
+  fetchSealedCommands,
+  listActivated,
+  login,
+  pullCommands,
+  revoke,
+} from "../activation/handset.ts";
 import { randomToken } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { Handset } from "../handset/handset.ts";
@@ -50,12 +58,17 @@ export async function runDemo(options: { url?: string; pin?: string; token?: str
 }
 
 async function narrate(admin: HttpClient, server: { url: string; pin?: string }): Promise<Handset> {
-  const run = randomToken(4).toLowerCase().replace(/[^a-z0-9]/g, "x");
+  const run = randomToken(4)
+    .toLowerCase()
+    .replace(/[^a-z0-9]/g, "x");
   const email = `demo-${run}@example.org`;
   const password = `demo-${randomToken(12)}`;
   const [mail, contacts] = [`mail-${run}`, `contacts-${run}`];
 
-  step(1, "The operator creates an account and two activation-capable services, each with its own Ed25519 key.");
+  step(
+    1,
+    "The operator creates an account and two activation-capable services, each with its own Ed25519 key.",
+  );
   await admin.post("/v1/admin/users", { email, password });
   for (const [uid, name] of [
     [mail, "Mail"],
@@ -65,7 +78,10 @@ async function narrate(admin: HttpClient, server: { url: string; pin?: string })
     say(`   service ${uid} (${name}) signing key ${body.keyId}`);
   }
 
-  step(2, "A simulated handset is created: an identity key in its keystore, HTTPS pinned to the server's key.");
+  step(
+    2,
+    "A simulated handset is created: an identity key in its keystore, HTTPS pinned to the server's key.",
+  );
   const handset = await Handset.open(new MemoryKeystore(), (a) => pinnedClient(a), server);
   say(`   handset ${handset.id}`);
 
@@ -81,27 +97,45 @@ async function narrate(admin: HttpClient, server: { url: string; pin?: string })
   for (const a of activated) {
     const onServer = serverKeys.find((k) => k.serviceUid === a.serviceUid && k.state === "active");
     const same = onServer?.fingerprint === a.fingerprint;
-    say(`   ${a.serviceUid.padEnd(20)} handset ${a.fingerprint}  server ${onServer?.fingerprint ?? "—"}  ${same ? "✓ same" : "✗ DIFFERENT"}`);
+    say(
+      `   ${a.serviceUid.padEnd(20)} handset ${a.fingerprint}  server ${onServer?.fingerprint ?? "—"}  ${same ? "✓ same" : "✗ DIFFERENT"}`,
+    );
     if (!same) throw new HandsafeError("demo.mismatch", "the two sides disagree on a key");
   }
 
   step(5, `The contacts service sends "sync-contacts", authenticated with its per-service key.`);
-  await admin.post(`/v1/admin/services/${contacts}/commands`, { handsetId: handset.id, name: "sync-contacts", args: { full: true } });
+  await admin.post(`/v1/admin/services/${contacts}/commands`, {
+    handsetId: handset.id,
+    name: "sync-contacts",
+    args: { full: true },
+  });
   const pulled = await pullCommands(handset, contacts);
   say(`   the handset accepts: ${pulled.accepted.map((c) => `${c.name} #${c.seq}`).join(", ")}`);
   // What an attacker on the path could try with the same command:
   const key = (await handset.keystore.get(`activation/${contacts}/key`))!;
   const [sealed] = await fetchSealedCommands(handset, contacts, key, 0);
-  const ctx = { serviceUid: contacts, handsetId: handset.id, meta: { fingerprint: "", activatedAt: 0, lastSeq: 0 } };
-  const tampered = acceptCommands(key, [{ ...sealed!, command: { ...sealed!.command, name: "wipe-device" } }], ctx);
-  const replayed = acceptCommands(key, [sealed!], { ...ctx, meta: { ...ctx.meta, lastSeq: pulled.accepted[0]!.seq } });
+  const ctx = {
+    serviceUid: contacts,
+    handsetId: handset.id,
+    meta: { fingerprint: "", activatedAt: 0, lastSeq: 0 },
+  };
+  const tampered = acceptCommands(
+    key,
+    [{ ...sealed!, command: { ...sealed!.command, name: "wipe-device" } }],
+    ctx,
+  );
+  const replayed = acceptCommands(key, [sealed!], {
+    ...ctx,
+    meta: { ...ctx.meta, lastSeq: pulled.accepted[0]!.seq },
+  });
   say(`   a tampered copy ("wipe-device") is refused: ${tampered.refused.map((r) => r.code).join(", ")}`);
   say(`   a replayed copy is refused: ${replayed.refused.map((r) => r.code).join(", ")}`);
   key.fill(0);
 
   step(6, `The handset revokes ${mail}; ${contacts} is untouched.`);
   await revoke(handset, session, mail);
-  for (const k of await keysOnServer(admin, handset.id)) say(`   server: ${k.serviceUid.padEnd(20)} ${k.state}`);
+  for (const k of await keysOnServer(admin, handset.id))
+    say(`   server: ${k.serviceUid.padEnd(20)} ${k.state}`);
   say(`   handset holds keys for: ${(await listActivated(handset)).map((s) => s.serviceUid).join(", ")}`);
 
   step(7, "Every decision above is in the hash-chained audit log:");
@@ -115,5 +149,9 @@ async function keysOnServer(
   admin: HttpClient,
   handsetId: string,
 ): Promise<Array<{ serviceUid: string; fingerprint: string; state: string }>> {
-  return (await admin.get<Array<{ serviceUid: string; fingerprint: string; state: string }>>(`/v1/handsets/${handsetId}/keys`)).body;
+  return (
+    await admin.get<Array<{ serviceUid: string; fingerprint: string; state: string }>>(
+      `/v1/handsets/${handsetId}/keys`,
+    )
+  ).body;
 }

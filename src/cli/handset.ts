@@ -10,8 +10,15 @@ type HandsetOptions = ServerOptions & { dir: string; passphraseFile?: string };
 
 function withHandset(cmd: Command): Command {
   return cmd
-    .option("--dir <dir>", "the handset's keystore folder", process.env["HANDSAFE_HANDSET_DIR"] ?? "./handset")
-    .option("--passphrase-file <file>", "file holding the keystore passphrase (default: HANDSAFE_HANDSET_PASSPHRASE or a prompt)")
+    .option(
+      "--dir <dir>",
+      "the handset's keystore folder",
+      process.env["HANDSAFE_HANDSET_DIR"] ?? "./handset",
+    )
+    .option(
+      "--passphrase-file <file>",
+      "file holding the keystore passphrase (default: HANDSAFE_HANDSET_PASSPHRASE or a prompt)",
+    )
     .option("--url <url>", "server URL (only needed once, at init)")
     .option("--pin <pin>", "server SPKI SHA-256 pin")
     .option("--data-dir <dir>", "a local server's data folder, to find its URL and pin");
@@ -21,7 +28,10 @@ function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-async function credentials(o: { email?: string; password?: string }): Promise<{ email: string; password: string }> {
+async function credentials(o: {
+  email?: string;
+  password?: string;
+}): Promise<{ email: string; password: string }> {
   const email = o.email ?? process.env["HANDSAFE_EMAIL"] ?? (await prompt("Email: "));
   const password = o.password ?? process.env["HANDSAFE_PASSWORD"] ?? (await prompt("Password: ", true));
   return { email, password };
@@ -30,13 +40,19 @@ async function credentials(o: { email?: string; password?: string }): Promise<{ 
 export function registerHandsetCommands(program: Command): void {
   const handset = program.command("handset").description("a simulated handset (its keystore is a folder)");
 
-  withHandset(handset.command("init").description("create the handset's identity and pin its server")).action(async (o: HandsetOptions) => {
-    const h = await openHandset(o, true);
-    print({ handsetId: h.id, server: h.server.url, pin: h.server.pin ?? null });
-    h.close();
-  });
+  withHandset(handset.command("init").description("create the handset's identity and pin its server")).action(
+    async (o: HandsetOptions) => {
+      const h = await openHandset(o, true);
+      print({ handsetId: h.id, server: h.server.url, pin: h.server.pin ?? null });
+      h.close();
+    },
+  );
 
-  withHandset(handset.command("activate").description("sign in and activate one or more services (no secret is ever shown)"))
+  withHandset(
+    handset
+      .command("activate")
+      .description("sign in and activate one or more services (no secret is ever shown)"),
+  )
     .option("--email <email>")
     .option("--password <password>")
     .option("--service <uid...>", "service UIDs (default: those an admin set up on your behalf)")
@@ -45,7 +61,8 @@ export function registerHandsetCommands(program: Command): void {
       try {
         const session = await login(h, await credentials(o));
         const uids = o.service ?? session.pendingServices;
-        if (uids.length === 0) process.stdout.write("nothing to activate: name --service, or have an admin set one up\n");
+        if (uids.length === 0)
+          process.stdout.write("nothing to activate: name --service, or have an admin set one up\n");
         for (const uid of uids) {
           const s = await activate(h, session, uid);
           process.stdout.write(`activated ${s.serviceUid}  key fingerprint ${s.fingerprint}\n`);
@@ -55,7 +72,11 @@ export function registerHandsetCommands(program: Command): void {
       }
     });
 
-  withHandset(handset.command("pin-service").description("pin a service's signing key (checked against --key-id when given)"))
+  withHandset(
+    handset
+      .command("pin-service")
+      .description("pin a service's signing key (checked against --key-id when given)"),
+  )
     .requiredOption("--service <uid>")
     .option("--key-id <id>")
     .action(async (o: HandsetOptions & { service: string; keyId?: string }) => {
@@ -68,11 +89,13 @@ export function registerHandsetCommands(program: Command): void {
       }
     });
 
-  withHandset(handset.command("services").description("the services this handset holds keys for")).action(async (o: HandsetOptions) => {
-    const h = await openHandset(o);
-    print({ handsetId: h.id, services: await listActivated(h) });
-    h.close();
-  });
+  withHandset(handset.command("services").description("the services this handset holds keys for")).action(
+    async (o: HandsetOptions) => {
+      const h = await openHandset(o);
+      print({ handsetId: h.id, services: await listActivated(h) });
+      h.close();
+    },
+  );
 
   withHandset(handset.command("revoke").description("revoke one service (others untouched)"))
     .requiredOption("--service <uid>")

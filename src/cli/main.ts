@@ -18,15 +18,22 @@ program
 
 program
   .command("server")
-  .description("run the handsafe HTTPS server (configured by HANDSAFE_* variables; see docs/configuration.md)")
+  .description(
+    "run the handsafe HTTPS server (configured by HANDSAFE_* variables; see docs/configuration.md)",
+  )
   .action(async () => runServer());
 
 program
   .command("demo")
-  .description("every capability end to end, narrated: activates two services on a simulated handset, then revokes one")
+  .description(
+    "every capability end to end, narrated: activates two services on a simulated handset, then revokes one",
+  )
   .option("--url <url>", "a running server (default: a throwaway embedded server of its own)")
   .option("--pin <pin>", "the server's SPKI SHA-256 pin (base64url)")
-  .option("--token <token>", "admin token of that server (default: HANDSAFE_ADMIN_TOKEN or <data dir>/admin.token)")
+  .option(
+    "--token <token>",
+    "admin token of that server (default: HANDSAFE_ADMIN_TOKEN or <data dir>/admin.token)",
+  )
   .action(async (options: { url?: string; pin?: string; token?: string }) => runDemo(options));
 
 registerAdminCommands(program);

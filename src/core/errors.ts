@@ -37,11 +37,6 @@ export function isHandsafeError(e: unknown, code?: string): e is HandsafeError {
 }
 
 /** Throws `HandsafeError(code)` unless `condition` holds. For checks at a boundary. */
-export function ensure(
-  condition: unknown,
-  code: string,
-  message: string,
-  status = 400,
-): asserts condition {
+export function ensure(condition: unknown, code: string, message: string, status = 400): asserts condition {
   if (!condition) throw new HandsafeError(code, message, { status });
 }

@@ -5,8 +5,8 @@
  */
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { generateSigningKey, signingPublicKey } from "../core/crypto/ed25519.ts";
-import { handsetIdOf } from "../core/handset-id.ts";
 import { HandsafeError } from "../core/errors.ts";
+import { handsetIdOf } from "../core/handset-id.ts";
 import type { HttpClient } from "./http-client.ts";
 import type { Keystore } from "./keystore.ts";
 
@@ -18,7 +18,6 @@ export interface ServerAddress {
   /** base64url SHA-256 of the server certificate's SubjectPublicKeyInfo. */
   pin?: string;
 }
-
 
 export class Handset {
   readonly id: string;
@@ -55,7 +54,10 @@ export class Handset {
       await keystore.put(SERVER_ENTRY, utf8(JSON.stringify(server)));
     }
     if (!address)
-      throw new HandsafeError("handset.no_server", "this handset has no server yet: give its URL (and pin) once");
+      throw new HandsafeError(
+        "handset.no_server",
+        "this handset has no server yet: give its URL (and pin) once",
+      );
     const publicKey = signingPublicKey(seed);
     seed.fill(0);
     return new Handset(keystore, connect(address), address, publicKey);

@@ -4,10 +4,11 @@
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { Kysely } from "kysely";
 import { sql } from "kysely";
-import { activationMigrations } from "../activation/store.ts";
 import { registerActivationRoutes } from "../activation/routes.ts";
 import type { ActivationService } from "../activation/server.ts";
+import { activationMigrations } from "../activation/store.ts";
 import { appendAudit } from "./audit.ts";
 import { createGuards } from "./auth/guard.ts";
 import { registerAuthRoutes } from "./auth/routes.ts";
@@ -23,7 +24,6 @@ import { keyringFromConfig } from "./keyring.ts";
 import { inboxMigrations } from "./notify/inbox.ts";
 import { registryMigrations } from "./registry/handsets.ts";
 import { ensureServerCertificate, formatFingerprint, loadCertificate } from "./tls.ts";
-import type { Kysely } from "kysely";
 
 export const VERSION = "0.1.0";
 export const ADMIN_TOKEN_FILE = "admin.token";
@@ -156,7 +156,9 @@ export function readAdminToken(dataDir: string): string | undefined {
   return existsSync(path) ? readFileSync(path, "utf8").trim() : undefined;
 }
 
-export function readServerInfo(dataDir: string): { url: string; pin: string; fingerprint: string } | undefined {
+export function readServerInfo(
+  dataDir: string,
+): { url: string; pin: string; fingerprint: string } | undefined {
   const path = join(dataDir, SERVER_INFO_FILE);
   return existsSync(path) ? JSON.parse(readFileSync(path, "utf8")) : undefined;
 }

@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Handset } from "../../src/handset/handset.ts";
+import type { HttpClient } from "../../src/handset/http-client.ts";
 import { MemoryKeystore } from "../../src/handset/keystore.ts";
 import { createNodeHttpClient } from "../../src/handset/node-transport.ts";
-import type { HttpClient } from "../../src/handset/http-client.ts";
 import { loadConfig } from "../../src/platform/config.ts";
 import { type RunningServer, startServer } from "../../src/platform/server.ts";
 import { createTestDatabase, type DatabaseKind } from "./databases.ts";
@@ -47,7 +47,10 @@ export async function startTestServer(
   const adminClient: HttpClient = {
     ...admin,
     request: (method, path, opts = {}) =>
-      admin.request(method, path, { ...opts, headers: { authorization: `Bearer ${server.adminToken}`, ...opts.headers } }),
+      admin.request(method, path, {
+        ...opts,
+        headers: { authorization: `Bearer ${server.adminToken}`, ...opts.headers },
+      }),
     get: (path, opts = {}) => adminClient.request("GET", path, opts),
     post: (path, json, opts = {}) => adminClient.request("POST", path, { ...opts, json }),
     delete: (path, opts = {}) => adminClient.request("DELETE", path, opts),

@@ -58,40 +58,67 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
   }
 
   async function grantFor(handset: Handset, token: string, serviceUid = "mail"): Promise<SignedGrant> {
-    const { body } = await handset.http.post<SignedGrant>("/v1/activation/grants", { serviceUid }, { headers: { authorization: `Bearer ${token}` } });
+    const { body } = await handset.http.post<SignedGrant>(
+      "/v1/activation/grants",
+      { serviceUid },
+      { headers: { authorization: `Bearer ${token}` } },
+    );
     return body;
   }
 
   async function activeKeys(handset: Handset): Promise<string[]> {
-    const { body } = await t.admin.get<Array<{ serviceUid: string; state: string }>>(`/v1/handsets/${handset.id}/keys`);
+    const { body } = await t.admin.get<Array<{ serviceUid: string; state: string }>>(
+      `/v1/handsets/${handset.id}/keys`,
+    );
     return body.filter((k) => k.state === "active").map((k) => k.serviceUid);
   }
 
   /** The handset's first CPace message for a grant, with the secret it was given (or another). */
   function initiate(grant: SignedGrant["grant"], secret = fromBase64url(grant.secret)) {
     const params = cpaceParameters(derivePrs(secret), grant.activationId, grant.serviceUid, grant.handsetId);
-    const { state, message } = cpaceInitiate({ prs: params.prs, ci: params.ci, sid: params.sid, ad: params.adA });
+    const { state, message } = cpaceInitiate({
+      prs: params.prs,
+      ci: params.ci,
+      sid: params.sid,
+      ad: params.adA,
+    });
     return { params, state, ya: message };
   }
 
   describe("the attacker tries passwords", () => {
     it("wrong password and unknown account answer alike, with no session", async () => {
       const { handset } = await enrolled();
-      await expectCode(login(handset, { email, password: "wrong password!" }), "auth.invalid_credentials", 401);
-      await expectCode(login(handset, { email: "nobody@example.org", password: PASSWORD }), "auth.invalid_credentials", 401);
+      await expectCode(
+        login(handset, { email, password: "wrong password!" }),
+        "auth.invalid_credentials",
+        401,
+      );
+      await expectCode(
+        login(handset, { email: "nobody@example.org", password: PASSWORD }),
+        "auth.invalid_credentials",
+        401,
+      );
     });
 
     it("is rate-limited per account and audited", async () => {
       const { handset } = await enrolled();
       const results: string[] = [];
       for (let i = 0; i < 12; i++) {
-        const e = await login(handset, { email, password: `wrong-${i}-password` }).catch((err: HandsafeError) => err);
+        const e = await login(handset, { email, password: `wrong-${i}-password` }).catch(
+          (err: HandsafeError) => err,
+        );
         results.push((e as HandsafeError).code);
       }
       // Ten sign-ins a minute per address and account; the successful one in enrolled() counted too.
       expect(results.slice(0, 9).every((c) => c === "auth.invalid_credentials")).toBe(true);
-      expect(results.slice(9)).toEqual(["request.rate_limited", "request.rate_limited", "request.rate_limited"]);
-      const { body } = await t.admin.get<{ records: Array<{ action: string; outcome: string }> }>("/v1/admin/audit?limit=1000");
+      expect(results.slice(9)).toEqual([
+        "request.rate_limited",
+        "request.rate_limited",
+        "request.rate_limited",
+      ]);
+      const { body } = await t.admin.get<{ records: Array<{ action: string; outcome: string }> }>(
+        "/v1/admin/audit?limit=1000",
+      );
       expect(body.records.some((r) => r.action === "auth.rate_limited" && r.outcome === "deny")).toBe(true);
     });
   });
@@ -101,7 +128,10 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       const { handset, session } = await enrolled();
       await expectCode(grantFor(handset, session.token, "nope"), "activation.unknown_service", 404);
       await expectCode(
-        handset.http.post("/v1/activation/exchange/nope/start", { activationId: toBase64url(randomBytes(16)), ya: toBase64url(randomBytes(32)) }),
+        handset.http.post("/v1/activation/exchange/nope/start", {
+          activationId: toBase64url(randomBytes(16)),
+          ya: toBase64url(randomBytes(32)),
+        }),
         "activation.unknown_service",
         404,
       );
@@ -110,7 +140,10 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
     it("an unknown activation id is refused", async () => {
       const { handset } = await enrolled();
       await expectCode(
-        handset.http.post("/v1/activation/exchange/mail/start", { activationId: toBase64url(randomBytes(16)), ya: toBase64url(randomBytes(32)) }),
+        handset.http.post("/v1/activation/exchange/mail/start", {
+          activationId: toBase64url(randomBytes(16)),
+          ya: toBase64url(randomBytes(32)),
+        }),
         "activation.unknown",
         404,
       );
@@ -124,7 +157,10 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       now += 301_000;
       try {
         await expectCode(
-          handset.http.post(`${grant.exchangeUrl}/start`, { activationId: grant.activationId, ya: toBase64url(initiate(grant).ya) }),
+          handset.http.post(`${grant.exchangeUrl}/start`, {
+            activationId: grant.activationId,
+            ya: toBase64url(initiate(grant).ya),
+          }),
           "activation.secret_expired",
           410,
         );
@@ -138,7 +174,9 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       const { handset, session } = await enrolled();
       const signed = await grantFor(handset, session.token);
       const pinned = await pinService(handset, "mail");
-      expect(() => verifyGrant(signed, pinned, { handsetId: handset.id, now: signed.grant.expiresAt + 1 })).toThrow(/expired/);
+      expect(() =>
+        verifyGrant(signed, pinned, { handsetId: handset.id, now: signed.grant.expiresAt + 1 }),
+      ).toThrow(/expired/);
     });
 
     it("a used secret cannot be used again", async () => {
@@ -147,7 +185,10 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       await pinService(handset, "mail");
       await handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(signed));
       await expectCode(
-        handset.http.post(`${signed.grant.exchangeUrl}/start`, { activationId: signed.grant.activationId, ya: toBase64url(initiate(signed.grant).ya) }),
+        handset.http.post(`${signed.grant.exchangeUrl}/start`, {
+          activationId: signed.grant.activationId,
+          ya: toBase64url(initiate(signed.grant).ya),
+        }),
         "activation.secret_used",
         410,
       );
@@ -158,10 +199,13 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       const { handset, session } = await enrolled();
       const { grant } = await grantFor(handset, session.token);
       const guess = initiate(grant, randomBytes(32));
-      const { body } = await handset.http.post<{ yb: string; confirm: string }>(`${grant.exchangeUrl}/start`, {
-        activationId: grant.activationId,
-        ya: toBase64url(guess.ya),
-      });
+      const { body } = await handset.http.post<{ yb: string; confirm: string }>(
+        `${grant.exchangeUrl}/start`,
+        {
+          activationId: grant.activationId,
+          ya: toBase64url(guess.ya),
+        },
+      );
       const yb = fromBase64url(body.yb);
       const keys = deriveSessionKeys(cpaceFinish(guess.state, yb, guess.params.adB), guess.params.sid);
       // The service's proof does not verify under the guessed key...
@@ -177,7 +221,10 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       );
       // One try per secret: the genuine holder must ask again.
       await expectCode(
-        handset.http.post(`${grant.exchangeUrl}/start`, { activationId: grant.activationId, ya: toBase64url(initiate(grant).ya) }),
+        handset.http.post(`${grant.exchangeUrl}/start`, {
+          activationId: grant.activationId,
+          ya: toBase64url(initiate(grant).ya),
+        }),
         "activation.secret_used",
       );
       expect(await activeKeys(handset)).toEqual([]);
@@ -190,9 +237,15 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       const signed = await grantFor(handset, session.token);
       await pinService(handset, "mail");
       const tampered = { ...signed, grant: { ...signed.grant, exchangeUrl: "/v1/activation/exchange/bank" } };
-      await expectCode(handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(tampered)), "activation.bad_signature");
+      await expectCode(
+        handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(tampered)),
+        "activation.bad_signature",
+      );
       const swapped = { ...signed, grant: { ...signed.grant, secret: toBase64url(randomBytes(32)) } };
-      await expectCode(handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(swapped)), "activation.bad_signature");
+      await expectCode(
+        handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(swapped)),
+        "activation.bad_signature",
+      );
       // The genuine grant still works: nothing was spent by the refused ones.
       await handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(signed));
       expect(await activeKeys(handset)).toEqual(["mail"]);
@@ -204,9 +257,18 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       await pinService(handset, "mail");
       const forger = generateSigningKey();
       const forged = signGrant(signed.grant, forger.seed, signed.keyId);
-      await expectCode(handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(forged)), "activation.bad_signature");
-      await expectCode(handleActivationResponse(handset, "application/json", JSON.stringify(signed)), "activation.bad_content_type");
-      await expectCode(handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, "{not json"), "activation.bad_grant");
+      await expectCode(
+        handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(forged)),
+        "activation.bad_signature",
+      );
+      await expectCode(
+        handleActivationResponse(handset, "application/json", JSON.stringify(signed)),
+        "activation.bad_content_type",
+      );
+      await expectCode(
+        handleActivationResponse(handset, ACTIVATION_CONTENT_TYPE, "{not json"),
+        "activation.bad_grant",
+      );
     });
 
     it("a grant for another handset is refused", async () => {
@@ -214,7 +276,10 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       const b = await enrolled();
       const signed = await grantFor(a.handset, a.session.token);
       await pinService(b.handset, "mail");
-      await expectCode(handleActivationResponse(b.handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(signed)), "activation.wrong_handset");
+      await expectCode(
+        handleActivationResponse(b.handset, ACTIVATION_CONTENT_TYPE, JSON.stringify(signed)),
+        "activation.wrong_handset",
+      );
     });
   });
 
@@ -224,16 +289,25 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       const { grant } = await grantFor(handset, session.token);
       const mine = initiate(grant);
       await expectCode(
-        handset.http.post(`${grant.exchangeUrl}/confirm`, { activationId: grant.activationId, confirm: toBase64url(randomBytes(32)) }),
+        handset.http.post(`${grant.exchangeUrl}/confirm`, {
+          activationId: grant.activationId,
+          confirm: toBase64url(randomBytes(32)),
+        }),
         "activation.bad_state",
         409,
       );
-      const { body } = await handset.http.post<{ yb: string; confirm: string }>(`${grant.exchangeUrl}/start`, {
-        activationId: grant.activationId,
-        ya: toBase64url(mine.ya),
-      });
+      const { body } = await handset.http.post<{ yb: string; confirm: string }>(
+        `${grant.exchangeUrl}/start`,
+        {
+          activationId: grant.activationId,
+          ya: toBase64url(mine.ya),
+        },
+      );
       await expectCode(
-        handset.http.post(`${grant.exchangeUrl}/start`, { activationId: grant.activationId, ya: toBase64url(mine.ya) }),
+        handset.http.post(`${grant.exchangeUrl}/start`, {
+          activationId: grant.activationId,
+          ya: toBase64url(mine.ya),
+        }),
         "activation.exchange_in_progress",
         409,
       );
@@ -241,7 +315,11 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       const keys = deriveSessionKeys(cpaceFinish(mine.state, yb, mine.params.adB), mine.params.sid);
       const confirm = toBase64url(confirmationTag(keys.confirmInitiator, mine.ya, yb));
       await handset.http.post(`${grant.exchangeUrl}/confirm`, { activationId: grant.activationId, confirm });
-      await expectCode(handset.http.post(`${grant.exchangeUrl}/confirm`, { activationId: grant.activationId, confirm }), "activation.secret_used", 410);
+      await expectCode(
+        handset.http.post(`${grant.exchangeUrl}/confirm`, { activationId: grant.activationId, confirm }),
+        "activation.secret_used",
+        410,
+      );
       expect(await activeKeys(handset)).toEqual(["mail"]);
     });
 
@@ -250,19 +328,28 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       const { grant } = await grantFor(handset, session.token);
       const attempts = await Promise.allSettled(
         [0, 1, 2, 3].map(() =>
-          handset.http.post(`${grant.exchangeUrl}/start`, { activationId: grant.activationId, ya: toBase64url(initiate(grant).ya) }),
+          handset.http.post(`${grant.exchangeUrl}/start`, {
+            activationId: grant.activationId,
+            ya: toBase64url(initiate(grant).ya),
+          }),
         ),
       );
       expect(attempts.filter((a) => a.status === "fulfilled")).toHaveLength(1);
       for (const a of attempts)
-        if (a.status === "rejected") expect((a.reason as HandsafeError).code).toMatch(/^activation\.(exchange_in_progress|secret_used)$/);
+        if (a.status === "rejected")
+          expect((a.reason as HandsafeError).code).toMatch(
+            /^activation\.(exchange_in_progress|secret_used)$/,
+          );
     });
 
     it("an activation id of another service is no activation there", async () => {
       const { handset, session } = await enrolled();
       const { grant } = await grantFor(handset, session.token);
       await expectCode(
-        handset.http.post("/v1/activation/exchange/bank/start", { activationId: grant.activationId, ya: toBase64url(initiate(grant).ya) }),
+        handset.http.post("/v1/activation/exchange/bank/start", {
+          activationId: grant.activationId,
+          ya: toBase64url(initiate(grant).ya),
+        }),
         "activation.unknown",
         404,
       );
@@ -272,11 +359,17 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       const { handset, session } = await enrolled();
       const { grant } = await grantFor(handset, session.token);
       await expectCode(
-        handset.http.post(`${grant.exchangeUrl}/start`, { activationId: grant.activationId, ya: toBase64url(new Uint8Array(32)) }),
+        handset.http.post(`${grant.exchangeUrl}/start`, {
+          activationId: grant.activationId,
+          ya: toBase64url(new Uint8Array(32)),
+        }),
         "cpace.invalid_point",
       );
       await expectCode(
-        handset.http.post(`${grant.exchangeUrl}/start`, { activationId: grant.activationId, ya: toBase64url(initiate(grant).ya) }),
+        handset.http.post(`${grant.exchangeUrl}/start`, {
+          activationId: grant.activationId,
+          ya: toBase64url(initiate(grant).ya),
+        }),
         "activation.secret_used",
       );
     });
@@ -285,25 +378,42 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
   describe("the attacker sends malformed or oversized requests", () => {
     it("malformed JSON, wrong types, extra fields, bad base64url, oversized body", async () => {
       const client = t.anonymous();
-      await expectCode(client.post("/v1/activation/exchange/mail/start", { activationId: 5, ya: "x" }), "request.invalid", 400);
       await expectCode(
-        client.post("/v1/activation/exchange/mail/start", { activationId: toBase64url(randomBytes(16)), ya: toBase64url(randomBytes(32)), extra: 1 }),
+        client.post("/v1/activation/exchange/mail/start", { activationId: 5, ya: "x" }),
         "request.invalid",
         400,
       );
       await expectCode(
-        client.post("/v1/activation/exchange/mail/start", { activationId: toBase64url(randomBytes(15)), ya: toBase64url(randomBytes(32)) }),
+        client.post("/v1/activation/exchange/mail/start", {
+          activationId: toBase64url(randomBytes(16)),
+          ya: toBase64url(randomBytes(32)),
+          extra: 1,
+        }),
+        "request.invalid",
+        400,
+      );
+      await expectCode(
+        client.post("/v1/activation/exchange/mail/start", {
+          activationId: toBase64url(randomBytes(15)),
+          ya: toBase64url(randomBytes(32)),
+        }),
         "request.invalid_length",
         400,
       );
       await expectCode(
-        client.post("/v1/activation/login", { email: "a@b.c", password: "x".repeat(70_000), identityKey: toBase64url(randomBytes(32)) }),
+        client.post("/v1/activation/login", {
+          email: "a@b.c",
+          password: "x".repeat(70_000),
+          identityKey: toBase64url(randomBytes(32)),
+        }),
         "request.too_large",
         413,
       );
       const res = await fetchRaw(t, "/v1/activation/login", "{not json");
       expect(res.status).toBe(400);
-      expect(JSON.parse(res.body)).toEqual({ error: { code: "request.malformed_json", message: expect.any(String) } });
+      expect(JSON.parse(res.body)).toEqual({
+        error: { code: "request.malformed_json", message: expect.any(String) },
+      });
       expect(res.body).not.toMatch(/at \w+ \(/); // no stack trace
     });
   });
@@ -314,28 +424,42 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
       await activate(a.handset, a.session, "mail");
       const b = await enrolled();
       await expectCode(
-        b.handset.http.get(`/v1/handsets/${a.handset.id}/keys`, { headers: { authorization: `Bearer ${b.session.token}` } }),
+        b.handset.http.get(`/v1/handsets/${a.handset.id}/keys`, {
+          headers: { authorization: `Bearer ${b.session.token}` },
+        }),
         "auth.forbidden",
         403,
       );
       await expectCode(
-        b.handset.http.delete(`/v1/handsets/${a.handset.id}/keys/mail`, { headers: { authorization: `Bearer ${b.session.token}` } }),
+        b.handset.http.delete(`/v1/handsets/${a.handset.id}/keys/mail`, {
+          headers: { authorization: `Bearer ${b.session.token}` },
+        }),
         "auth.forbidden",
         403,
       );
       await expectCode(b.handset.http.get(`/v1/handsets/${a.handset.id}/keys`), "auth.unauthenticated", 401);
-      const own = await a.handset.http.get<unknown[]>(`/v1/handsets/${a.handset.id}/keys`, { headers: { authorization: `Bearer ${a.session.token}` } });
+      const own = await a.handset.http.get<unknown[]>(`/v1/handsets/${a.handset.id}/keys`, {
+        headers: { authorization: `Bearer ${a.session.token}` },
+      });
       expect(own.body).toHaveLength(1);
       expect(JSON.stringify(own.body)).not.toMatch(/sealed|key"/);
-      const { body } = await t.admin.get<{ records: Array<{ action: string; subject: string }> }>("/v1/admin/audit?limit=1000");
-      expect(body.records.some((r) => r.action === "auth.cross_handset" && r.subject === a.handset.id)).toBe(true);
+      const { body } = await t.admin.get<{ records: Array<{ action: string; subject: string }> }>(
+        "/v1/admin/audit?limit=1000",
+      );
+      expect(body.records.some((r) => r.action === "auth.cross_handset" && r.subject === a.handset.id)).toBe(
+        true,
+      );
       expect(await activeKeys(a.handset)).toEqual(["mail"]);
     });
 
     it("a session cannot act as admin", async () => {
       const { handset, session } = await enrolled();
       await expectCode(
-        handset.http.post("/v1/admin/services", { uid: "evil", name: "Evil" }, { headers: { authorization: `Bearer ${session.token}` } }),
+        handset.http.post(
+          "/v1/admin/services",
+          { uid: "evil", name: "Evil" },
+          { headers: { authorization: `Bearer ${session.token}` } },
+        ),
         "auth.forbidden",
         403,
       );
@@ -348,7 +472,11 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
   });
 });
 
-async function fetchRaw(t: TestServer, path: string, body: string): Promise<{ status: number; body: string }> {
+async function fetchRaw(
+  t: TestServer,
+  path: string,
+  body: string,
+): Promise<{ status: number; body: string }> {
   const { request } = await import("node:https");
   return new Promise((resolve, reject) => {
     const req = request(

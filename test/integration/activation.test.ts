@@ -1,5 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { activate, listActivated, login, pullCommands, revoke, serviceFingerprint } from "../../src/activation/handset.ts";
+import {
+  activate,
+  listActivated,
+  login,
+  pullCommands,
+  revoke,
+  serviceFingerprint,
+} from "../../src/activation/handset.ts";
 import { databaseKinds } from "../helpers/databases.ts";
 import { startTestServer, type TestServer } from "../helpers/server.ts";
 
@@ -19,10 +26,15 @@ describe.each(databaseKinds)("activation end to end on %s", (kind) => {
     const mail = await activate(handset, session, "mail");
     const contacts = await activate(handset, session, "contacts");
     expect(mail.fingerprint).not.toEqual(contacts.fingerprint);
-    const { body: serverKeys } = await t.admin.get<Array<{ serviceUid: string; fingerprint: string; state: string }>>(
-      `/v1/handsets/${handset.id}/keys`,
-    );
-    expect(serverKeys.filter((k) => k.state === "active").map((k) => [k.serviceUid, k.fingerprint]).sort()).toEqual(
+    const { body: serverKeys } = await t.admin.get<
+      Array<{ serviceUid: string; fingerprint: string; state: string }>
+    >(`/v1/handsets/${handset.id}/keys`);
+    expect(
+      serverKeys
+        .filter((k) => k.state === "active")
+        .map((k) => [k.serviceUid, k.fingerprint])
+        .sort(),
+    ).toEqual(
       [
         ["contacts", contacts.fingerprint],
         ["mail", mail.fingerprint],
@@ -32,7 +44,11 @@ describe.each(databaseKinds)("activation end to end on %s", (kind) => {
     expect((await listActivated(handset)).map((s) => s.serviceUid)).toEqual(["contacts"]);
     expect(await serviceFingerprint(handset, "contacts")).toBe(contacts.fingerprint);
 
-    await t.admin.post(`/v1/admin/services/contacts/commands`, { handsetId: handset.id, name: "sync-contacts", args: { full: true } });
+    await t.admin.post(`/v1/admin/services/contacts/commands`, {
+      handsetId: handset.id,
+      name: "sync-contacts",
+      args: { full: true },
+    });
     const pulled = await pullCommands(handset, "contacts");
     expect(pulled.accepted.map((c) => c.name)).toEqual(["sync-contacts"]);
     expect((await pullCommands(handset, "contacts")).accepted).toEqual([]);

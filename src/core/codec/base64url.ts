@@ -55,6 +55,9 @@ export function fromBase64url(text: string, field = "value"): Uint8Array {
 export function fromBase64urlOfLength(text: string, length: number, field = "value"): Uint8Array {
   const bytes = fromBase64url(text, field);
   if (bytes.length !== length)
-    throw new HandsafeError("request.invalid_length", `${field} must be ${length} bytes, got ${bytes.length}`);
+    throw new HandsafeError(
+      "request.invalid_length",
+      `${field} must be ${length} bytes, got ${bytes.length}`,
+    );
   return bytes;
 }

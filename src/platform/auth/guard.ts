@@ -23,7 +23,8 @@ export function createGuards(db: Kysely<AuthTables>, clock: () => number = Date.
   async function principal(request: FastifyRequest): Promise<Principal> {
     const token = bearerToken(request);
     const p = token ? await resolveToken(db, token, clock()) : undefined;
-    if (!p) throw new HandsafeError("auth.unauthenticated", "a valid bearer token is required", { status: 401 });
+    if (!p)
+      throw new HandsafeError("auth.unauthenticated", "a valid bearer token is required", { status: 401 });
     return p;
   }
   return {

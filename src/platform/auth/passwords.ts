@@ -16,15 +16,21 @@ const MAX_MEMORY = 256 * 1024 * 1024;
 
 function derive(password: string, salt: Uint8Array, logN: number, r: number, p: number): Promise<Buffer> {
   return new Promise((resolve, reject) =>
-    scrypt(password.normalize("NFC"), salt, KEY_BYTES, { N: 2 ** logN, r, p, maxmem: MAX_MEMORY }, (err, key) =>
-      err ? reject(err) : resolve(key),
+    scrypt(
+      password.normalize("NFC"),
+      salt,
+      KEY_BYTES,
+      { N: 2 ** logN, r, p, maxmem: MAX_MEMORY },
+      (err, key) => (err ? reject(err) : resolve(key)),
     ),
   );
 }
 
 export async function hashPassword(password: string): Promise<string> {
-  if (password.length < 8) throw new HandsafeError("auth.weak_password", "a password needs at least 8 characters");
-  if (password.length > 1024) throw new HandsafeError("auth.weak_password", "a password is at most 1024 characters");
+  if (password.length < 8)
+    throw new HandsafeError("auth.weak_password", "a password needs at least 8 characters");
+  if (password.length > 1024)
+    throw new HandsafeError("auth.weak_password", "a password is at most 1024 characters");
   const salt = randomBytes(16);
   const hash = await derive(password, salt, LOG_N, R, P);
   return `scrypt$${LOG_N}$${R}$${P}$${toBase64url(salt)}$${toBase64url(hash)}`;

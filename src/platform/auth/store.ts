@@ -4,9 +4,9 @@
  */
 import { createHash } from "node:crypto";
 import type { Kysely } from "kysely";
-import type { MigrationRegistry } from "../db/migrate.ts";
 import { randomToken } from "../../core/crypto/random.ts";
 import { HandsafeError } from "../../core/errors.ts";
+import type { MigrationRegistry } from "../db/migrate.ts";
 import { dummyPasswordHash, hashPassword, verifyPassword } from "./passwords.ts";
 
 export interface AuthTables {
@@ -81,12 +81,14 @@ export async function createUser(
     created_at: now,
   };
   const existing = await db.selectFrom("users").select("id").where("email", "=", email).executeTakeFirst();
-  if (existing) throw new HandsafeError("auth.email_taken", "an account with this email exists", { status: 409 });
+  if (existing)
+    throw new HandsafeError("auth.email_taken", "an account with this email exists", { status: 409 });
   try {
     await db.insertInto("users").values(row).execute();
   } catch (err) {
     const again = await db.selectFrom("users").select("id").where("email", "=", email).executeTakeFirst();
-    if (again) throw new HandsafeError("auth.email_taken", "an account with this email exists", { status: 409 });
+    if (again)
+      throw new HandsafeError("auth.email_taken", "an account with this email exists", { status: 409 });
     throw err;
   }
   return toUser(row);
@@ -107,10 +109,18 @@ export async function findUserByEmail(db: Kysely<AuthTables>, email: string): Pr
  * Unknown account and wrong password answer alike, in the same time: the answer must not tell an
  * attacker which emails have accounts.
  */
-export async function authenticateUser(db: Kysely<AuthTables>, email: string, password: string): Promise<User> {
+export async function authenticateUser(
+  db: Kysely<AuthTables>,
+  email: string,
+  password: string,
+): Promise<User> {
   let row: AuthTables["users"] | undefined;
   try {
-    row = await db.selectFrom("users").selectAll().where("email", "=", normaliseEmail(email)).executeTakeFirst();
+    row = await db
+      .selectFrom("users")
+      .selectAll()
+      .where("email", "=", normaliseEmail(email))
+      .executeTakeFirst();
   } catch {
     row = undefined;
   }
@@ -161,7 +171,11 @@ export async function resolveToken(
   now = Date.now(),
 ): Promise<Principal | undefined> {
   if (token.length > 200) return undefined;
-  const row = await db.selectFrom("api_tokens").selectAll().where("token_hash", "=", hashToken(token)).executeTakeFirst();
+  const row = await db
+    .selectFrom("api_tokens")
+    .selectAll()
+    .where("token_hash", "=", hashToken(token))
+    .executeTakeFirst();
   if (!row) return undefined;
   if (row.expires_at !== null && Number(row.expires_at) <= now) return undefined;
   return { kind: row.kind as TokenKind, userId: row.user_id, handsetId: row.handset_id };

@@ -95,7 +95,9 @@ export async function createHttpApp(options: HttpAppOptions): Promise<App> {
 
   app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
 
-  app.get("/healthz", { schema: { hide: true }, config: { rateLimit: false } }, async () => ({ status: "ok" }));
+  app.get("/healthz", { schema: { hide: true }, config: { rateLimit: false } }, async () => ({
+    status: "ok",
+  }));
 
   app.get("/readyz", { schema: { hide: true }, config: { rateLimit: false } }, async (_request, reply) => {
     try {

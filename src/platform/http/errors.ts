@@ -21,7 +21,8 @@ export function toHandsafeError(error: unknown): HandsafeError {
   if (fe && typeof fe === "object") {
     if (fe.validation) return new HandsafeError("request.invalid", fe.message, { status: 400 });
     const mapped = fe.code ? FASTIFY_CODES[fe.code] : undefined;
-    if (mapped) return new HandsafeError(mapped.code, mapped.message ?? fe.message, { status: mapped.status });
+    if (mapped)
+      return new HandsafeError(mapped.code, mapped.message ?? fe.message, { status: mapped.status });
     if (fe instanceof SyntaxError) return new HandsafeError("request.malformed_json", "malformed JSON body");
     if (fe.statusCode === 429) return new HandsafeError("request.rate_limited", fe.message, { status: 429 });
     if (typeof fe.statusCode === "number" && fe.statusCode >= 400 && fe.statusCode < 500)

@@ -1,5 +1,5 @@
 /** Prometheus metrics: one registry per server instance, so tests can start many servers. */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
 
 export interface Metrics {
   registry: Registry;

@@ -4,8 +4,8 @@
  * claimed with another key.
  */
 import type { Kysely } from "kysely";
-import { handsetIdOf } from "../../core/handset-id.ts";
 import { HandsafeError } from "../../core/errors.ts";
+import { handsetIdOf } from "../../core/handset-id.ts";
 import { bytesType, toBytes } from "../db/columns.ts";
 import type { MigrationRegistry } from "../db/migrate.ts";
 
@@ -36,7 +36,6 @@ export const registryMigrations: MigrationRegistry = {
     },
   },
 };
-
 
 export interface Handset {
   id: string;

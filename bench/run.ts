@@ -1,0 +1,20 @@
+/** `npm run bench`: every benchmark, each figure next to a ceiling measured in the same run. */
+import { benchActivation } from "./activation.ts";
+import { benchCrypto } from "./crypto.ts";
+import type { BenchResult } from "./types.ts";
+
+function print(results: BenchResult[]): void {
+  for (const r of results) {
+    const value = `${r.value >= 100 ? r.value.toFixed(0) : r.value.toFixed(2)} ${r.unit}`;
+    const ceiling = r.ceiling
+      ? `   ceiling: ${r.ceiling.name} = ${r.ceiling.value.toFixed(0)}   ratio ${r.ratio!.toFixed(2)}`
+      : "";
+    console.log(`  ${r.name.padEnd(58)} ${value.padStart(22)}${ceiling}`);
+  }
+}
+
+console.log("handsafe benchmarks (2 shared cores: compare ratios within one run, not absolutes)\n");
+console.log("crypto");
+print(await benchCrypto());
+console.log("\nactivation over HTTPS");
+print(await benchActivation());

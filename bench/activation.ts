@@ -35,7 +35,12 @@ async function forDuration(ms: number, workers: Array<() => Promise<unknown>>): 
 export async function benchActivation(): Promise<BenchResult[]> {
   const dataDir = mkdtempSync(join(tmpdir(), "handsafe-bench-"));
   const server = await startServer({
-    config: loadConfig({ HANDSAFE_DATA_DIR: dataDir, HANDSAFE_PORT: "0", HANDSAFE_LOG_LEVEL: "silent", HANDSAFE_RATE_LIMIT: "0" }),
+    config: loadConfig({
+      HANDSAFE_DATA_DIR: dataDir,
+      HANDSAFE_PORT: "0",
+      HANDSAFE_LOG_LEVEL: "silent",
+      HANDSAFE_RATE_LIMIT: "0",
+    }),
   });
   const clients: Array<{ close(): void }> = [];
   try {
@@ -55,17 +60,28 @@ export async function benchActivation(): Promise<BenchResult[]> {
         },
         { url: server.url, pin: server.pin },
       );
-      handsets.push({ handset, session: await login(handset, { email: "bench@example.org", password: "bench password 1" }) });
+      handsets.push({
+        handset,
+        session: await login(handset, { email: "bench@example.org", password: "bench password 1" }),
+      });
     }
     // Warm up both paths.
     for (const { handset, session } of handsets) await activate(handset, session, "bench");
     const bare = await forDuration(
       MEASURE_MS,
-      handsets.map(({ handset }) => () => handset.http.get("/healthz")),
+      handsets.map(
+        ({ handset }) =>
+          () =>
+            handset.http.get("/healthz"),
+      ),
     );
     const activations = await forDuration(
       MEASURE_MS,
-      handsets.map(({ handset, session }) => () => activate(handset, session, "bench")),
+      handsets.map(
+        ({ handset, session }) =>
+          () =>
+            activate(handset, session, "bench"),
+      ),
     );
     const ceiling = { name: "bare HTTPS round trips ÷ 3", value: bare / 3 };
     return [

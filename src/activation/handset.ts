@@ -288,3 +288,14 @@ export function acceptCommands(
 export async function serviceFingerprint(handset: Handset, serviceUid: string): Promise<string | undefined> {
   return (await getJson<ServiceMeta>(handset, entry(serviceUid, "meta")))?.fingerprint;
 }
+
+/** Unread notifications from the server's inbox for this handset (reading marks them read). */
+export async function readNotifications(
+  handset: Handset,
+  session: Session,
+): Promise<Array<{ id: string; kind: string; body: Record<string, unknown>; createdAt: number }>> {
+  const { body } = await handset.http.get<{
+    notifications: Array<{ id: string; kind: string; body: Record<string, unknown>; createdAt: number }>;
+  }>(`/v1/handsets/${handset.id}/notifications`, { headers: { authorization: `Bearer ${session.token}` } });
+  return body.notifications;
+}

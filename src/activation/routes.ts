@@ -17,6 +17,7 @@ import {
 } from "../platform/auth/store.ts";
 import type { Platform } from "../platform/context.ts";
 import type { App } from "../platform/http/app.ts";
+import { takeNotifications } from "../platform/notify/inbox.ts";
 import { enrolHandset, findHandset } from "../platform/registry/handsets.ts";
 import { ACTIVATION_CONTENT_TYPE } from "./protocol.ts";
 import { ActivationService } from "./server.ts";
@@ -336,6 +337,26 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
       const p = await mayActOnHandset(request, request.params.handsetId);
       await service.revoke(request.params.handsetId, request.params.serviceUid, p.userId ?? "admin");
       return reply.status(204).send();
+    },
+  );
+
+  app.get(
+    "/v1/handsets/:handsetId/notifications",
+    {
+      schema: {
+        tags: ["handsets"],
+        summary: "Unread notifications for this handset (e.g. an activation set up on its user's behalf)",
+        security: [{ bearer: [] }],
+        params: Type.Object({ handsetId: HandsetId }),
+      },
+    },
+    async (request) => {
+      const p = await mayActOnHandset(request, request.params.handsetId);
+      if (p.kind !== "session")
+        throw new HandsafeError("auth.forbidden", "only the handset reads its inbox", { status: 403 });
+      return {
+        notifications: await takeNotifications(platform.db, request.params.handsetId, platform.clock()),
+      };
     },
   );
 

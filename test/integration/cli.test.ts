@@ -1,0 +1,143 @@
+/** The CLI as a user runs it: real processes, a real server, a handset keystore in a folder. */
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestServer, type TestServer } from "../helpers/server.ts";
+
+const run = promisify(execFile);
+const BIN = join(import.meta.dirname, "../../bin/handsafe.js");
+
+async function handsafe(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
+      env: { ...process.env, ...env },
+      timeout: 60_000,
+    });
+    return { stdout, stderr, code: 0 };
+  } catch (e) {
+    const err = e as { stdout: string; stderr: string; code: number };
+    return { stdout: err.stdout, stderr: err.stderr, code: err.code };
+  }
+}
+
+describe("handsafe demo", () => {
+  it("alone: a throwaway server, two services activated with matching keys, one revoked", async () => {
+    const { stdout, code } = await handsafe(["demo"]);
+    expect(code).toBe(0);
+    expect(stdout.match(/✓ same/g)).toHaveLength(2);
+    expect(stdout).toMatch(/server: mail-\w+\s+revoked/);
+    expect(stdout).toMatch(/server: contacts-\w+\s+active/);
+    expect(stdout).toMatch(/audit chain verified/);
+  });
+});
+
+describe("handsafe admin and handset against a running server", () => {
+  let t: TestServer;
+  let dir: string;
+  let env: Record<string, string>;
+  beforeAll(async () => {
+    t = await startTestServer("sqlite");
+    dir = mkdtempSync(join(tmpdir(), "handsafe-cli-"));
+    env = {
+      HANDSAFE_URL: t.server.url,
+      HANDSAFE_PIN: t.server.pin,
+      HANDSAFE_ADMIN_TOKEN: t.server.adminToken!,
+      HANDSAFE_HANDSET_PASSPHRASE: "a long test passphrase",
+      HANDSAFE_HANDSET_DIR: join(dir, "handset"),
+    };
+  });
+  afterAll(async () => {
+    await t?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("sets up, activates on the handset, sees the same fingerprint on both sides, revokes", async () => {
+    expect(
+      (
+        await handsafe(
+          ["admin", "user-create", "--email", "cli@example.org", "--password", "cli password 1"],
+          env,
+        )
+      ).code,
+    ).toBe(0);
+    expect((await handsafe(["admin", "service-create", "--uid", "mail", "--name", "Mail"], env)).code).toBe(
+      0,
+    );
+    const init = await handsafe(["handset", "init"], env);
+    expect(init.code).toBe(0);
+    const { handsetId } = JSON.parse(init.stdout) as { handsetId: string };
+    const act = await handsafe(
+      [
+        "handset",
+        "activate",
+        "--service",
+        "mail",
+        "--email",
+        "cli@example.org",
+        "--password",
+        "cli password 1",
+      ],
+      env,
+    );
+    expect(act.stderr).toBe("");
+    const fingerprint = /key fingerprint (\S+)/.exec(act.stdout)?.[1];
+    expect(fingerprint).toMatch(/^[0-9a-f:]+$/);
+    const keys = JSON.parse(
+      (await handsafe(["admin", "keys", "--handset", handsetId], env)).stdout,
+    ) as Array<{ fingerprint: string }>;
+    expect(keys[0]?.fingerprint).toBe(fingerprint);
+    const listed = JSON.parse((await handsafe(["handset", "services"], env)).stdout) as {
+      services: Array<{ fingerprint: string }>;
+    };
+    expect(listed.services[0]?.fingerprint).toBe(fingerprint);
+    await handsafe(
+      [
+        "admin",
+        "command",
+        "--service",
+        "mail",
+        "--handset",
+        handsetId,
+        "--name",
+        "sync-mail",
+        "--arg",
+        "folder=inbox",
+      ],
+      env,
+    );
+    const commands = JSON.parse(
+      (await handsafe(["handset", "commands", "--service", "mail"], env)).stdout,
+    ) as {
+      accepted: Array<{ name: string; args: Record<string, string> }>;
+    };
+    expect(commands.accepted).toEqual([
+      expect.objectContaining({ name: "sync-mail", args: { folder: "inbox" } }),
+    ]);
+    expect((await handsafe(["admin", "revoke", "--handset", handsetId, "--service", "mail"], env)).code).toBe(
+      0,
+    );
+    const verify = JSON.parse((await handsafe(["admin", "audit", "--verify"], env)).stdout) as {
+      ok: boolean;
+    };
+    expect(verify.ok).toBe(true);
+  });
+
+  it("errors print a stable code and exit non-zero, never a stack", async () => {
+    const wrong = await handsafe(["handset", "services"], {
+      ...env,
+      HANDSAFE_HANDSET_PASSPHRASE: "not the passphrase",
+    });
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toMatch(/^error \[keystore\.wrong_passphrase\]/);
+    const bad = await handsafe(["admin", "service-create", "--uid", "Bad UID!", "--name", "x"], env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/^error \[activation\.invalid_service_uid\]/);
+    expect(bad.stderr).not.toMatch(/\n\s+at /);
+  });
+});

@@ -8,64 +8,33 @@ import type { Kysely } from "kysely";
 import { Type } from "typebox";
 import { fromBase64urlOfLength } from "../core/codec/base64url.ts";
 import { HandsafeError } from "../core/errors.ts";
-import {
-  type AuthTables,
-  authenticateUser,
-  findUserByEmail,
-  issueToken,
-  type Principal,
-} from "../platform/auth/store.ts";
+import { type AuthTables, authenticateUser, issueToken, type Principal } from "../platform/auth/store.ts";
 import type { Platform } from "../platform/context.ts";
 import type { App } from "../platform/http/app.ts";
 import { takeNotifications } from "../platform/notify/inbox.ts";
-import { enrolHandset, findHandset } from "../platform/registry/handsets.ts";
+import { enrolHandset } from "../platform/registry/handsets.ts";
+import { CommandService } from "./commands.ts";
 import { ACTIVATION_CONTENT_TYPE } from "./protocol.ts";
+import { registerActivationAdminRoutes } from "./routes-admin.ts";
+import {
+  b64u,
+  ErrorBody,
+  HandsetId,
+  LoginBody,
+  QueryInt,
+  ServiceInfoSchema,
+  ServiceUid,
+  SignedGrantSchema,
+} from "./schemas.ts";
 import { ActivationService } from "./server.ts";
 
 const SESSION_TTL_MS = 15 * 60 * 1000;
-const b64u = (max: number) => Type.String({ pattern: "^[A-Za-z0-9_-]*$", maxLength: max });
-const ServiceUid = Type.String({ minLength: 1, maxLength: 63 });
-/** Query strings are text: whole numbers are checked by pattern, then converted. */
-const QueryInt = Type.String({ pattern: "^[0-9]{1,15}$" });
-const HandsetId = Type.String({ pattern: "^hs_[A-Za-z0-9_-]{22}$" });
-const ErrorBody = Type.Object({
-  error: Type.Object({ code: Type.String(), message: Type.String() }),
-});
-const SignedGrantSchema = Type.Object({
-  grant: Type.Object({
-    v: Type.Literal(1),
-    activationId: Type.String(),
-    serviceUid: Type.String(),
-    handsetId: Type.String(),
-    secret: Type.String(),
-    exchangeUrl: Type.String(),
-    expiresAt: Type.Integer(),
-  }),
-  keyId: Type.String(),
-  signature: Type.String(),
-});
-const ServiceInfoSchema = Type.Object({
-  uid: Type.String(),
-  name: Type.String(),
-  keyId: Type.String(),
-  publicKey: Type.String(),
-  exchangeUrl: Type.String(),
-});
-const LoginBody = Type.Object(
-  {
-    email: Type.String({ maxLength: 320 }),
-    password: Type.String({ maxLength: 1024 }),
-    identityKey: b64u(43),
-    label: Type.Optional(Type.String({ maxLength: 100 })),
-  },
-  { additionalProperties: false },
-);
-
 /** Logins are limited per client address and per account, so neither can be brute-forced. */
 const LOGIN_RATE = { max: 10, timeWindow: 60_000 };
 
 export function registerActivationRoutes(app: App, platform: Platform): ActivationService {
   const service = new ActivationService(platform);
+  const commands = new CommandService(platform, service);
   const authDb = platform.db as Kysely<AuthTables>;
   const { guards } = platform;
 
@@ -376,7 +345,7 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
       },
     },
     async (request) => ({
-      commands: await service.pullCommands({
+      commands: await commands.pullCommands({
         serviceUid: request.params.serviceUid,
         handsetId: request.query.handsetId,
         afterSeq: Number(request.query.after),
@@ -386,137 +355,7 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
     }),
   );
 
-  // --- admin ------------------------------------------------------------------------------------
-
-  app.post(
-    "/v1/admin/services",
-    {
-      schema: {
-        tags: ["admin"],
-        summary: "Create an activation-capable service with its own Ed25519 signing key",
-        security: [{ bearer: [] }],
-        body: Type.Object(
-          { uid: ServiceUid, name: Type.String({ minLength: 1, maxLength: 100 }) },
-          { additionalProperties: false },
-        ),
-        response: { 201: ServiceInfoSchema },
-      },
-    },
-    async (request, reply) => {
-      await guards.admin(request);
-      const s = await service.createService(request.body, "admin");
-      return reply.status(201).send(s);
-    },
-  );
-
-  app.post(
-    "/v1/admin/activations",
-    {
-      schema: {
-        tags: ["admin"],
-        summary: "Activate a service on behalf of a user: pending until the handset's client next runs",
-        security: [{ bearer: [] }],
-        body: Type.Object(
-          { email: Type.String(), handsetId: HandsetId, serviceUid: ServiceUid },
-          { additionalProperties: false },
-        ),
-      },
-    },
-    async (request, reply) => {
-      await guards.admin(request);
-      const userId = await userIdOf(request.body.email);
-      return reply
-        .status(201)
-        .send(
-          await service.activateOnBehalf(
-            { userId, handsetId: request.body.handsetId, serviceUid: request.body.serviceUid },
-            "admin",
-          ),
-        );
-    },
-  );
-
-  app.post(
-    "/v1/admin/secret-pool",
-    {
-      schema: {
-        tags: ["admin"],
-        summary: "Pre-generate activation secrets for a user and service",
-        security: [{ bearer: [] }],
-        body: Type.Object(
-          {
-            email: Type.String(),
-            serviceUid: ServiceUid,
-            count: Type.Integer({ minimum: 1, maximum: 100 }),
-            ttlSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 90 * 86400 })),
-          },
-          { additionalProperties: false },
-        ),
-      },
-    },
-    async (request, reply) => {
-      await guards.admin(request);
-      const userId = await userIdOf(request.body.email);
-      return reply.status(201).send(
-        await service.pregenerateSecrets(
-          {
-            userId,
-            serviceUid: request.body.serviceUid,
-            count: request.body.count,
-            ttlSeconds: request.body.ttlSeconds ?? 7 * 86400,
-          },
-          "admin",
-        ),
-      );
-    },
-  );
-
-  app.post(
-    "/v1/admin/services/:serviceUid/commands",
-    {
-      schema: {
-        tags: ["admin"],
-        summary: "Send a command to an activated handset, authenticated with the per-service key",
-        security: [{ bearer: [] }],
-        params: Type.Object({ serviceUid: ServiceUid }),
-        body: Type.Object(
-          {
-            handsetId: HandsetId,
-            name: Type.String({ pattern: "^[a-z][a-z0-9._-]{0,62}$" }),
-            args: Type.Optional(
-              Type.Record(
-                Type.String({ maxLength: 64 }),
-                Type.Union([Type.String({ maxLength: 1024 }), Type.Number(), Type.Boolean()]),
-              ),
-            ),
-          },
-          { additionalProperties: false },
-        ),
-      },
-    },
-    async (request, reply) => {
-      await guards.admin(request);
-      const handset = await findHandset(platform.db, request.body.handsetId);
-      if (!handset) throw new HandsafeError("handset.unknown", "no such handset", { status: 404 });
-      return reply.status(201).send(
-        await service.sendCommand(
-          {
-            serviceUid: request.params.serviceUid,
-            handsetId: request.body.handsetId,
-            name: request.body.name,
-            args: request.body.args ?? {},
-          },
-          "admin",
-        ),
-      );
-    },
-  );
-
-  async function userIdOf(email: string): Promise<string> {
-    const user = await findUserByEmail(authDb, email);
-    if (!user) throw new HandsafeError("auth.unknown_user", "no account with this email", { status: 404 });
-    return user.id;
-  }
+  registerActivationAdminRoutes(app, platform, service, commands);
 
   return service;
 }

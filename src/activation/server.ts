@@ -3,7 +3,7 @@
  * keyring and audit log. Routes (routes.ts) only parse, authorise and call these.
  */
 import type { Kysely } from "kysely";
-import { fromBase64url, fromBase64urlOfLength, toBase64url } from "../core/codec/base64url.ts";
+import { fromBase64urlOfLength, toBase64url } from "../core/codec/base64url.ts";
 import { concatBytes } from "../core/codec/bytes.ts";
 import { cpaceRespond } from "../core/crypto/cpace.ts";
 import { generateSigningKey } from "../core/crypto/ed25519.ts";
@@ -15,7 +15,6 @@ import { findHandset } from "../platform/registry/handsets.ts";
 import {
   ACTIVATION_ID_BYTES,
   type ActivationGrant,
-  type CommandArgs,
   checkConfirmation,
   checkExchangeConfirm,
   checkExchangeStart,
@@ -26,12 +25,9 @@ import {
   exchangePath,
   keyFingerprint,
   SECRET_BYTES,
-  type SealedCommand,
   type SignedGrant,
-  sealCommand,
   serviceKeyId,
   signGrant,
-  verifyPullAuth,
 } from "./protocol.ts";
 import * as store from "./store.ts";
 
@@ -64,7 +60,8 @@ export class ActivationService {
     return this.platform.audit(entry);
   }
 
-  private async service(uid: string): Promise<store.ServiceRow> {
+  /** The service row, or activation.unknown_service (404). */
+  async requireService(uid: string): Promise<store.ServiceRow> {
     const s = await store.findServiceByUid(this.db, uid);
     if (!s) throw new HandsafeError("activation.unknown_service", `no service ${uid}`, { status: 404 });
     return s;
@@ -105,7 +102,7 @@ export class ActivationService {
   }
 
   async getService(uid: string): Promise<ServiceInfo> {
-    return this.info(await this.service(uid));
+    return this.info(await this.requireService(uid));
   }
 
   async listServices(): Promise<ServiceInfo[]> {
@@ -119,7 +116,7 @@ export class ActivationService {
    * service's address, signed with the service key. Only a PRS derived from the secret is kept.
    */
   async issueGrant(input: { userId: string; handsetId: string; serviceUid: string }): Promise<SignedGrant> {
-    const service = await this.service(input.serviceUid);
+    const service = await this.requireService(input.serviceUid);
     const now = this.now();
     const pooled = await store.takePooledSecret(this.db, input.userId, service.id, now);
     const secret = pooled
@@ -178,7 +175,7 @@ export class ActivationService {
     serviceUid: string,
     input: { activationId: string; ya: string },
   ): Promise<{ yb: string; confirm: string }> {
-    const service = await this.service(serviceUid);
+    const service = await this.requireService(serviceUid);
     const now = this.now();
     const record = await this.activationOf(service, input.activationId);
     try {
@@ -239,7 +236,7 @@ export class ActivationService {
     serviceUid: string,
     input: { activationId: string; confirm: string },
   ): Promise<{ fingerprint: string; serviceUid: string; handsetId: string }> {
-    const service = await this.service(serviceUid);
+    const service = await this.requireService(serviceUid);
     const now = this.now();
     const record = await this.activationOf(service, input.activationId);
     try {
@@ -309,7 +306,8 @@ export class ActivationService {
     return a && a.serviceId === service.id ? a : undefined;
   }
 
-  private async deny(action: string, subject: string, error: unknown, activationId?: string): Promise<void> {
+  /** Audits a refused request with its error code (never its secrets). */
+  async deny(action: string, subject: string, error: unknown, activationId?: string): Promise<void> {
     await this.audit({
       actor: "anonymous",
       action,
@@ -343,7 +341,7 @@ export class ActivationService {
   }
 
   async revoke(handsetId: string, serviceUid: string, actor: string): Promise<void> {
-    const service = await this.service(serviceUid);
+    const service = await this.requireService(serviceUid);
     const done = await store.revokeServiceKey(this.db, service.id, handsetId, this.now());
     await this.audit({
       actor,
@@ -364,7 +362,7 @@ export class ActivationService {
     input: { userId: string; handsetId: string; serviceUid: string },
     actor: string,
   ): Promise<{ activationId: string; state: "pending" }> {
-    const service = await this.service(input.serviceUid);
+    const service = await this.requireService(input.serviceUid);
     const handset = await findHandset(this.platform.db, input.handsetId);
     if (!handset || handset.userId !== input.userId)
       throw new HandsafeError("handset.unknown", "no such handset for this user", { status: 404 });
@@ -420,7 +418,7 @@ export class ActivationService {
   ): Promise<{ pooled: number }> {
     if (!Number.isSafeInteger(input.count) || input.count < 1 || input.count > 100)
       throw new HandsafeError("activation.invalid_count", "count must be 1–100");
-    const service = await this.service(input.serviceUid);
+    const service = await this.requireService(input.serviceUid);
     const now = this.now();
     for (let i = 0; i < input.count; i++) {
       const id = `pool_${randomToken(12)}`;
@@ -443,96 +441,5 @@ export class ActivationService {
       details: { count: input.count },
     });
     return { pooled: await store.countPooledSecrets(this.db, input.userId, service.id, now) };
-  }
-
-  // --- commands from a service to an activated handset ------------------------------------------
-
-  private async activeKey(
-    service: store.ServiceRow,
-    handsetId: string,
-  ): Promise<{ row: store.ServiceKeyRow; key: Uint8Array }> {
-    const row = await store.findActiveServiceKey(this.db, service.id, handsetId);
-    if (!row)
-      throw new HandsafeError("activation.not_active", `${service.uid} is not active on this handset`, {
-        status: 404,
-      });
-    return { row, key: this.platform.keyring.openAtRest(row.sealedKey, `activation/service-key/${row.id}`) };
-  }
-
-  async sendCommand(
-    input: { serviceUid: string; handsetId: string; name: string; args: CommandArgs },
-    actor: string,
-  ): Promise<{ commandId: string; seq: number }> {
-    const service = await this.service(input.serviceUid);
-    const { key } = await this.activeKey(service, input.handsetId);
-    const now = this.now();
-    for (let attempt = 0; ; attempt++) {
-      const seq = await store.nextCommandSeq(this.db, service.id, input.handsetId);
-      const commandId = `cmd_${randomToken(12)}`;
-      const sealed = sealCommand(key, {
-        v: 1,
-        commandId,
-        serviceUid: service.uid,
-        handsetId: input.handsetId,
-        name: input.name,
-        args: input.args,
-        seq,
-        issuedAt: now,
-      });
-      try {
-        await store.insertCommand(this.db, {
-          id: commandId,
-          serviceId: service.id,
-          handsetId: input.handsetId,
-          seq,
-          body: JSON.stringify(sealed),
-          createdAt: now,
-        });
-      } catch (e) {
-        if (attempt < 5) continue; // another sender took this seq: take the next
-        throw e;
-      }
-      key.fill(0);
-      await this.audit({
-        actor,
-        action: "activation.command_sent",
-        subject: `${service.uid}/${input.handsetId}`,
-        outcome: "allow",
-        details: { commandId, name: input.name, seq },
-      });
-      return { commandId, seq };
-    }
-  }
-
-  /** The handset pulls its commands, proving with the service key that it is the handset. */
-  async pullCommands(input: {
-    serviceUid: string;
-    handsetId: string;
-    afterSeq: number;
-    timestamp: number;
-    proof: string;
-  }): Promise<SealedCommand[]> {
-    const service = await this.service(input.serviceUid);
-    const { key } = await this.activeKey(service, input.handsetId).catch(async (e) => {
-      await this.deny("activation.pull_refused", input.serviceUid, e);
-      throw e;
-    });
-    try {
-      verifyPullAuth(key, {
-        serviceUid: service.uid,
-        handsetId: input.handsetId,
-        afterSeq: input.afterSeq,
-        timestamp: input.timestamp,
-        proof: fromBase64url(input.proof, "proof"),
-        now: this.now(),
-      });
-    } catch (e) {
-      await this.deny("activation.pull_refused", input.serviceUid, e);
-      throw e;
-    } finally {
-      key.fill(0);
-    }
-    const bodies = await store.listCommandsAfter(this.db, service.id, input.handsetId, input.afterSeq);
-    return bodies.map((b) => JSON.parse(b) as SealedCommand);
   }
 }

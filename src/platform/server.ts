@@ -6,9 +6,9 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { join } from "node:path";
 import type { Kysely } from "kysely";
 import { sql } from "kysely";
+import { activationMigrations } from "../activation/migrations.ts";
 import { registerActivationRoutes } from "../activation/routes.ts";
 import type { ActivationService } from "../activation/server.ts";
-import { activationMigrations } from "../activation/store.ts";
 import { appendAudit } from "./audit.ts";
 import { createGuards } from "./auth/guard.ts";
 import { registerAuthRoutes } from "./auth/routes.ts";

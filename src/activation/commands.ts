@@ -1,0 +1,112 @@
+/**
+ * Commands a service sends to an activated handset ("sync contacts"), authenticated with the
+ * per-service key that activation agreed; the handset pulls them proving it holds that key.
+ */
+import type { Kysely } from "kysely";
+import { fromBase64url } from "../core/codec/base64url.ts";
+import { randomToken } from "../core/crypto/random.ts";
+import { HandsafeError } from "../core/errors.ts";
+import type { Platform } from "../platform/context.ts";
+import { type CommandArgs, type SealedCommand, sealCommand, verifyPullAuth } from "./protocol.ts";
+import type { ActivationService } from "./server.ts";
+import * as store from "./store.ts";
+
+export class CommandService {
+  private readonly db: Kysely<store.ActivationTables>;
+
+  constructor(
+    private readonly platform: Platform,
+    private readonly services: ActivationService,
+  ) {
+    this.db = platform.db;
+  }
+
+  private async activeKey(
+    service: store.ServiceRow,
+    handsetId: string,
+  ): Promise<{ row: store.ServiceKeyRow; key: Uint8Array }> {
+    const row = await store.findActiveServiceKey(this.db, service.id, handsetId);
+    if (!row)
+      throw new HandsafeError("activation.not_active", `${service.uid} is not active on this handset`, {
+        status: 404,
+      });
+    return { row, key: this.platform.keyring.openAtRest(row.sealedKey, `activation/service-key/${row.id}`) };
+  }
+
+  async sendCommand(
+    input: { serviceUid: string; handsetId: string; name: string; args: CommandArgs },
+    actor: string,
+  ): Promise<{ commandId: string; seq: number }> {
+    const service = await this.services.requireService(input.serviceUid);
+    const { key } = await this.activeKey(service, input.handsetId);
+    const now = this.platform.clock();
+    for (let attempt = 0; ; attempt++) {
+      const seq = await store.nextCommandSeq(this.db, service.id, input.handsetId);
+      const commandId = `cmd_${randomToken(12)}`;
+      const sealed = sealCommand(key, {
+        v: 1,
+        commandId,
+        serviceUid: service.uid,
+        handsetId: input.handsetId,
+        name: input.name,
+        args: input.args,
+        seq,
+        issuedAt: now,
+      });
+      try {
+        await store.insertCommand(this.db, {
+          id: commandId,
+          serviceId: service.id,
+          handsetId: input.handsetId,
+          seq,
+          body: JSON.stringify(sealed),
+          createdAt: now,
+        });
+      } catch (e) {
+        if (attempt < 5) continue; // another sender took this seq: take the next
+        throw e;
+      }
+      key.fill(0);
+      await this.platform.audit({
+        actor,
+        action: "activation.command_sent",
+        subject: `${service.uid}/${input.handsetId}`,
+        outcome: "allow",
+        details: { commandId, name: input.name, seq },
+      });
+      return { commandId, seq };
+    }
+  }
+
+  /** The handset pulls its commands, proving with the service key that it is the handset. */
+  async pullCommands(input: {
+    serviceUid: string;
+    handsetId: string;
+    afterSeq: number;
+    timestamp: number;
+    proof: string;
+  }): Promise<SealedCommand[]> {
+    const service = await this.services.requireService(input.serviceUid);
+    const { key } = await this.activeKey(service, input.handsetId).catch(async (e) => {
+      await this.services.deny("activation.pull_refused", input.serviceUid, e);
+      throw e;
+    });
+    try {
+      verifyPullAuth(key, {
+        serviceUid: service.uid,
+        handsetId: input.handsetId,
+        afterSeq: input.afterSeq,
+        timestamp: input.timestamp,
+        proof: fromBase64url(input.proof, "proof"),
+        now: this.platform.clock(),
+      });
+    } catch (e) {
+      await this.services.deny("activation.pull_refused", input.serviceUid, e);
+      throw e;
+    } finally {
+      key.fill(0);
+    }
+    const bodies = await store.listCommandsAfter(this.db, service.id, input.handsetId, input.afterSeq);
+    return bodies.map((b) => JSON.parse(b) as SealedCommand);
+  }
+}

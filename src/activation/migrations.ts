@@ -38,6 +38,12 @@ export const activationMigrations: MigrationRegistry = {
         .on("activations")
         .columns(["handset_id", "service_id", "state"])
         .execute();
+      // Pending activations of a handset are looked up at every sign-in and grant.
+      await db.schema
+        .createIndex("activations_handset_state")
+        .on("activations")
+        .columns(["handset_id", "state"])
+        .execute();
       await db.schema
         .createTable("activation_secret_pool")
         .addColumn("id", "text", (c) => c.primaryKey())

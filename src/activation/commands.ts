@@ -7,6 +7,7 @@ import { fromBase64url } from "../core/codec/base64url.ts";
 import { randomToken } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import type { Platform } from "../platform/context.ts";
+import { isUniqueViolation } from "../platform/db/database.ts";
 import { type CommandArgs, type SealedCommand, sealCommand, verifyPullAuth } from "./protocol.ts";
 import type { ActivationService } from "./server.ts";
 import * as store from "./store.ts";
@@ -38,8 +39,23 @@ export class CommandService {
     actor: string,
   ): Promise<{ commandId: string; seq: number }> {
     const service = await this.services.requireService(input.serviceUid);
-    const { key } = await this.activeKey(service, input.handsetId);
+    const { row, key } = await this.activeKey(service, input.handsetId);
     const now = this.platform.clock();
+    try {
+      return await this.insertSealed(service, row.id, key, input, now, actor);
+    } finally {
+      key.fill(0);
+    }
+  }
+
+  private async insertSealed(
+    service: store.ServiceRow,
+    serviceKeyId: string,
+    key: Uint8Array,
+    input: { handsetId: string; name: string; args: CommandArgs },
+    now: number,
+    actor: string,
+  ): Promise<{ commandId: string; seq: number }> {
     for (let attempt = 0; ; attempt++) {
       const seq = await store.nextCommandSeq(this.db, service.id, input.handsetId);
       const commandId = `cmd_${randomToken(12)}`;
@@ -58,15 +74,15 @@ export class CommandService {
           id: commandId,
           serviceId: service.id,
           handsetId: input.handsetId,
+          serviceKeyId,
           seq,
           body: JSON.stringify(sealed),
           createdAt: now,
         });
       } catch (e) {
-        if (attempt < 5) continue; // another sender took this seq: take the next
+        if (isUniqueViolation(e) && attempt < 5) continue; // another sender took this seq: take the next
         throw e;
       }
-      key.fill(0);
       await this.platform.audit({
         actor,
         action: "activation.command_sent",
@@ -87,10 +103,15 @@ export class CommandService {
     proof: string;
   }): Promise<SealedCommand[]> {
     const service = await this.services.requireService(input.serviceUid);
-    const { key } = await this.activeKey(service, input.handsetId).catch(async (e) => {
+    // No active key answers like a bad proof: this unauthenticated endpoint must not tell a
+    // stranger which services a handset has.
+    const active = await this.activeKey(service, input.handsetId).catch(() => undefined);
+    if (!active) {
+      const e = new HandsafeError("command.bad_proof", "the pull proof does not verify", { status: 401 });
       await this.services.deny("activation.pull_refused", input.serviceUid, e);
       throw e;
-    });
+    }
+    const { row, key } = active;
     try {
       verifyPullAuth(key, {
         serviceUid: service.uid,
@@ -106,7 +127,9 @@ export class CommandService {
     } finally {
       key.fill(0);
     }
-    const bodies = await store.listCommandsAfter(this.db, service.id, input.handsetId, input.afterSeq);
+    // Only commands sealed under the key the handset holds now: after a re-activation, those
+    // under the revoked key are of no use to it.
+    const bodies = await store.listCommandsAfter(this.db, row.id, input.afterSeq);
     return bodies.map((b) => JSON.parse(b) as SealedCommand);
   }
 }

@@ -18,6 +18,7 @@ import {
   derivePrs,
   deriveSessionKeys,
   keyFingerprint,
+  loginProofMessage,
   openCommand,
   type PinnedServiceKey,
   pullProof,
@@ -99,6 +100,17 @@ export async function pinnedServiceKey(
   return p ? { serviceUid: p.serviceUid, keyId: p.keyId, publicKey: fromBase64url(p.publicKey) } : undefined;
 }
 
+/** The sign-in fields that prove this handset holds its identity key (also for the browser form). */
+export async function signInProof(
+  handset: Handset,
+  email: string,
+  timestamp = Date.now(),
+): Promise<{ identityKey: string; proof: string; timestamp: number }> {
+  const identityKey = toBase64url(handset.identityKey);
+  const proof = await handset.signWithIdentity(loginProofMessage({ email, identityKey, timestamp }));
+  return { identityKey, proof: toBase64url(proof), timestamp };
+}
+
 export async function login(
   handset: Handset,
   credentials: { email: string; password: string },
@@ -106,7 +118,7 @@ export async function login(
   const { body } = await handset.http.post<Session>("/v1/activation/login", {
     email: credentials.email,
     password: credentials.password,
-    identityKey: toBase64url(handset.identityKey),
+    ...(await signInProof(handset, credentials.email)),
   });
   if (body.handsetId !== handset.id)
     throw new HandsafeError("activation.wrong_handset", "the server registered another handset id");

@@ -84,10 +84,16 @@ export const activationMigrations: MigrationRegistry = {
         .addColumn("id", "text", (c) => c.primaryKey())
         .addColumn("service_id", "text", (c) => c.notNull())
         .addColumn("handset_id", "text", (c) => c.notNull())
+        .addColumn("service_key_id", "text", (c) => c.notNull())
         .addColumn("seq", "bigint", (c) => c.notNull())
         .addColumn("body", "text", (c) => c.notNull())
         .addColumn("created_at", "bigint", (c) => c.notNull())
         .addUniqueConstraint("service_commands_seq", ["service_id", "handset_id", "seq"])
+        .execute();
+      await db.schema
+        .createIndex("service_commands_key_seq")
+        .on("service_commands")
+        .columns(["service_key_id", "seq"])
         .execute();
     },
   },

@@ -35,6 +35,7 @@ export const LABELS = {
   commandMacKey: "handsafe/v1/activation/command-mac",
   commandMac: "handsafe/v1/activation/command",
   pullAuthKey: "handsafe/v1/activation/pull-auth",
+  loginProof: "handsafe/v1/activation/login",
 } as const;
 
 export const SECRET_BYTES = 32;
@@ -111,7 +112,12 @@ export function verifyGrant(
     );
   if (signed.keyId !== pinned.keyId)
     throw new HandsafeError("activation.bad_signature", "the grant is not signed by the pinned service key");
-  const signature = fromBase64url(signed.signature, "signature");
+  let signature: Uint8Array;
+  try {
+    signature = fromBase64url(signed.signature, "signature");
+  } catch {
+    signature = new Uint8Array(0);
+  }
   if (signature.length !== 64 || !verify(pinned.publicKey, grantMessage(grant), signature))
     throw new HandsafeError("activation.bad_signature", "the grant's signature does not verify");
   if (grant.handsetId !== expect.handsetId)
@@ -141,13 +147,61 @@ export function parseSignedGrant(input: unknown): SignedGrant {
   const keys = Object.keys(g).sort().join(",");
   if (keys !== "activationId,exchangeUrl,expiresAt,handsetId,secret,serviceUid,v")
     throw bad("unexpected fields");
-  fromBase64urlOfLength(g.activationId as string, ACTIVATION_ID_BYTES, "activationId");
-  fromBase64urlOfLength(g.secret as string, SECRET_BYTES, "secret");
+  try {
+    fromBase64urlOfLength(g.activationId as string, ACTIVATION_ID_BYTES, "activationId");
+    fromBase64urlOfLength(g.secret as string, SECRET_BYTES, "secret");
+  } catch (e) {
+    throw bad((e as Error).message);
+  }
   return { grant: g as unknown as ActivationGrant, keyId, signature };
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in: the password says who the user is; a signature by the handset's identity key says
+// which handset — so a password and a public key alone cannot take a handset's identity.
+
+/** A proof is accepted this long either side of the server's clock. */
+export const LOGIN_PROOF_WINDOW_MS = 5 * 60 * 1000;
+
+export function loginProofMessage(input: {
+  email: string;
+  identityKey: string;
+  timestamp: number;
+}): Uint8Array {
+  return concatBytes(
+    utf8(LABELS.loginProof),
+    new Uint8Array([0]),
+    utf8(
+      canonicalJson({
+        email: input.email.trim().toLowerCase(),
+        identityKey: input.identityKey,
+        timestamp: input.timestamp,
+      }),
+    ),
+  );
+}
+
+export function verifyLoginProof(
+  input: { email: string; identityKey: Uint8Array; timestamp: number; proof: Uint8Array },
+  now: number,
+): void {
+  if (!Number.isSafeInteger(input.timestamp) || Math.abs(now - input.timestamp) > LOGIN_PROOF_WINDOW_MS)
+    throw new HandsafeError("auth.stale_proof", "the handset's sign-in proof is too old or from the future", {
+      status: 401,
+    });
+  const message = loginProofMessage({
+    email: input.email,
+    identityKey: toBase64url(input.identityKey),
+    timestamp: input.timestamp,
+  });
+  if (input.proof.length !== 64 || !verify(input.identityKey, message, input.proof))
+    throw new HandsafeError("auth.bad_proof", "the sign-in is not signed by the handset's identity key", {
+      status: 401,
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ export function registerActivationAdminRoutes(
             args: Type.Optional(
               Type.Record(
                 Type.String({ maxLength: 64 }),
-                Type.Union([Type.String({ maxLength: 1024 }), Type.Number(), Type.Boolean()]),
+                Type.Union([Type.String({ maxLength: 1024 }), Type.Integer(), Type.Boolean()]),
               ),
             ),
           },

@@ -8,13 +8,14 @@ import type { Kysely } from "kysely";
 import { Type } from "typebox";
 import { fromBase64urlOfLength } from "../core/codec/base64url.ts";
 import { HandsafeError } from "../core/errors.ts";
+import { DEFAULT_FAILURE_LIMITS, FailureLimiter } from "../platform/auth/failure-limiter.ts";
 import { type AuthTables, authenticateUser, issueToken, type Principal } from "../platform/auth/store.ts";
 import type { Platform } from "../platform/context.ts";
 import type { App } from "../platform/http/app.ts";
 import { takeNotifications } from "../platform/notify/inbox.ts";
 import { enrolHandset } from "../platform/registry/handsets.ts";
 import { CommandService } from "./commands.ts";
-import { ACTIVATION_CONTENT_TYPE } from "./protocol.ts";
+import { ACTIVATION_CONTENT_TYPE, verifyLoginProof } from "./protocol.ts";
 import { registerActivationAdminRoutes } from "./routes-admin.ts";
 import {
   b64u,
@@ -44,7 +45,7 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
     hook: "preHandler" as const,
     keyGenerator: (request: FastifyRequest) => {
       const email = (request.body as { email?: unknown } | undefined)?.email;
-      return `login:${request.ip}:${typeof email === "string" ? email.toLowerCase().slice(0, 320) : ""}`;
+      return `login:${request.ip}:${typeof email === "string" ? email.trim().toLowerCase().slice(0, 320) : ""}`;
     },
     onExceeded: (request: FastifyRequest) => {
       void platform.audit({
@@ -56,22 +57,54 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
     },
   };
 
-  /** Sign-in on a handset: the account's password plus the handset's identity key. */
-  async function signIn(body: { email: string; password: string; identityKey: string; label?: string }) {
+  const failures = new FailureLimiter(DEFAULT_FAILURE_LIMITS, platform.clock);
+
+  /**
+   * Sign-in on a handset: the account's password, plus a signature by the handset's identity key
+   * (so a password and someone's public key cannot take that handset's identity). Failed tries
+   * count per account and per address, whatever the route's own rate limit.
+   */
+  async function signIn(
+    request: FastifyRequest,
+    body: {
+      email: string;
+      password: string;
+      identityKey: string;
+      proof: string;
+      timestamp: number | string;
+      label?: string;
+    },
+  ) {
     const identityKey = fromBase64urlOfLength(body.identityKey, 32, "identityKey");
-    let user: Awaited<ReturnType<typeof authenticateUser>>;
-    try {
-      user = await authenticateUser(authDb, body.email, body.password);
-    } catch (e) {
+    const proof = fromBase64urlOfLength(body.proof, 64, "proof");
+    const account = body.email.trim().toLowerCase();
+    const deny = async (e: unknown) => {
       await platform.audit({
-        actor: "anonymous",
+        actor: `ip:${request.ip}`,
         action: "auth.login",
         subject: "handset",
         outcome: "deny",
-        details: { code: (e as HandsafeError).code },
+        details: { code: e instanceof HandsafeError ? e.code : "internal" },
       });
-      throw e;
+      return e;
+    };
+    try {
+      failures.check(account, request.ip);
+    } catch (e) {
+      throw await deny(e);
     }
+    let user: Awaited<ReturnType<typeof authenticateUser>>;
+    try {
+      user = await authenticateUser(authDb, body.email, body.password);
+      verifyLoginProof(
+        { email: body.email, identityKey, timestamp: Number(body.timestamp), proof },
+        platform.clock(),
+      );
+    } catch (e) {
+      failures.fail(account, request.ip);
+      throw await deny(e);
+    }
+    failures.succeed(account);
     const handset = await enrolHandset(
       platform.db,
       { userId: user.id, identityKey, ...(body.label ? { label: body.label } : {}) },
@@ -122,7 +155,7 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
       config: { rateLimit: loginRateLimit },
     },
     async (request) => {
-      const { user, handset } = await signIn(request.body);
+      const { user, handset } = await signIn(request, request.body);
       const { token, expiresAt } = await issueToken(
         authDb,
         { kind: "session", userId: user.id, handsetId: handset.id, ttlMs: SESSION_TTL_MS },
@@ -192,7 +225,7 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
       config: { rateLimit: loginRateLimit },
     },
     async (request, reply) => {
-      const { user, handset } = await signIn(request.body);
+      const { user, handset } = await signIn(request, request.body);
       const signed = await service.issueGrant({
         userId: user.id,
         handsetId: handset.id,
@@ -205,16 +238,9 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
   );
 
   // The service UID endpoint: no login — CPace authenticates both sides by the secret.
-  // Guessing is already one try per secret; this bounds the work one activation id can cost.
-  const exchangeRate = {
-    max: 10,
-    timeWindow: 60_000,
-    hook: "preHandler" as const,
-    keyGenerator: (request: FastifyRequest) => {
-      const id = (request.body as { activationId?: unknown } | undefined)?.activationId;
-      return `exchange:${typeof id === "string" ? id.slice(0, 30) : request.ip}`;
-    },
-  };
+  // Guessing is one try per secret already; this bounds the work (and audit records) one client
+  // address can cause on the unauthenticated exchange endpoints.
+  const exchangeRate = { max: 120, timeWindow: 60_000 };
   app.post(
     "/v1/activation/exchange/:serviceUid/start",
     {
@@ -371,7 +397,10 @@ function signinPage(uid: string, name: string): string {
 (<code>${ACTIVATION_CONTENT_TYPE}</code>) and finishes the key exchange; no code is shown to you.</p>
 <form method="post" action="/v1/activation/signin">
 <input type="hidden" name="serviceUid" value="${escapeHtml(uid)}">
+<!-- Filled by the handsafe plug-in (SDK: signInProof): the handset's identity key and its signature. -->
 <input type="hidden" name="identityKey" id="identityKey">
+<input type="hidden" name="proof" id="proof">
+<input type="hidden" name="timestamp" id="timestamp">
 <label>Email <input name="email" type="email" required></label>
 <label>Password <input name="password" type="password" required></label>
 <button type="submit">Sign in</button></form></body></html>`;

@@ -34,6 +34,10 @@ export const LoginBody = Type.Object(
     email: Type.String({ maxLength: 320 }),
     password: Type.String({ maxLength: 1024 }),
     identityKey: b64u(43),
+    /** Ed25519 signature by the identity key over loginProofMessage (docs/protocols/activation.md). */
+    proof: b64u(86),
+    /** Epoch ms; a string of digits too, as HTML forms send it. */
+    timestamp: Type.Union([Type.Integer({ minimum: 0 }), Type.String({ pattern: "^[0-9]{1,15}$" })]),
     label: Type.Optional(Type.String({ maxLength: 100 })),
   },
   { additionalProperties: false },

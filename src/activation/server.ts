@@ -113,7 +113,9 @@ export class ActivationService {
 
   /**
    * The login answer for one service: a fresh (or pre-generated) one-time secret and the
-   * service's address, signed with the service key. Only a PRS derived from the secret is kept.
+   * service's address, signed with the service key. For the exchange the server keeps only a PRS
+   * derived from the secret (sealed at rest); a pre-generated secret is necessarily kept sealed
+   * whole until it is handed out, then deleted.
    */
   async issueGrant(input: { userId: string; handsetId: string; serviceUid: string }): Promise<SignedGrant> {
     const service = await this.requireService(input.serviceUid);
@@ -124,24 +126,30 @@ export class ActivationService {
       : randomBytes(SECRET_BYTES);
     const activationId = toBase64url(randomBytes(ACTIVATION_ID_BYTES));
     const expiresAt = now + this.platform.config.activationSecretTtlSeconds * 1000;
-    await store.supersedeIssued(this.db, service.id, input.handsetId, now);
-    const pending = await store.findPendingActivations(this.db, input.handsetId);
-    for (const p of pending.filter((p) => p.serviceId === service.id))
-      await store.transitionActivation(this.db, p.id, "pending", "expired", {}, now);
-    await store.insertActivation(this.db, {
-      id: activationId,
-      serviceId: service.id,
-      userId: input.userId,
-      handsetId: input.handsetId,
-      state: "issued",
-      origin: pooled ? "pool" : pending.some((p) => p.serviceId === service.id) ? "on_behalf" : "login",
-      sealedPrs: this.platform.keyring.sealAtRest(derivePrs(secret), `activation/prs/${activationId}`),
-      ya: null,
-      yb: null,
-      sealedKeys: null,
-      createdAt: now,
-      expiresAt,
-      updatedAt: now,
+    let origin: store.ActivationRow["origin"] = pooled ? "pool" : "login";
+    // One transaction: of two grants racing for one handset and service, one supersedes the other.
+    await this.db.transaction().execute(async (trx) => {
+      await store.supersedeIssued(trx, service.id, input.handsetId, now);
+      const pending = (await store.findPendingActivations(trx, input.handsetId, now)).filter(
+        (p) => p.serviceId === service.id,
+      );
+      for (const p of pending) await store.transitionActivation(trx, p.id, "pending", "expired", {}, now);
+      if (!pooled && pending.length > 0) origin = "on_behalf";
+      await store.insertActivation(trx, {
+        id: activationId,
+        serviceId: service.id,
+        userId: input.userId,
+        handsetId: input.handsetId,
+        state: "issued",
+        origin,
+        sealedPrs: this.platform.keyring.sealAtRest(derivePrs(secret), `activation/prs/${activationId}`),
+        ya: null,
+        yb: null,
+        sealedKeys: null,
+        createdAt: now,
+        expiresAt,
+        updatedAt: now,
+      });
     });
     const grant: ActivationGrant = {
       v: 1,
@@ -164,7 +172,7 @@ export class ActivationService {
       action: "activation.grant_issued",
       subject: `${service.uid}/${input.handsetId}`,
       outcome: "allow",
-      details: { activationId, origin: pooled ? "pool" : "fresh" },
+      details: { activationId, origin },
     });
     return signed;
   }
@@ -249,11 +257,10 @@ export class ActivationService {
     const material = this.platform.keyring.openAtRest(a.sealedKeys!, `activation/pending-keys/${a.id}`);
     const confirmInitiator = material.subarray(0, 32);
     const serviceKey = material.slice(32);
+    // A malformed message is refused without burning the secret (as at start); a wrong tag burns it.
+    const received = fromBase64urlOfLength(input.confirm, 32, "confirm");
     try {
-      checkConfirmation(
-        confirmationTag(confirmInitiator, a.ya!, a.yb!),
-        fromBase64urlOfLength(input.confirm, 32, "confirm"),
-      );
+      checkConfirmation(confirmationTag(confirmInitiator, a.ya!, a.yb!), received);
     } catch (e) {
       // One try per secret: a wrong confirmation burns it, so guessing cannot go on.
       await store.transitionActivation(this.db, a.id, "exchanging", "failed", { sealed_keys: null }, now);
@@ -318,6 +325,19 @@ export class ActivationService {
         ...(activationId ? { activationId } : {}),
       },
     });
+  }
+
+  /** Housekeeping: lapsed activations lose their sealed material; lapsed pooled secrets go. */
+  async sweepExpired(): Promise<{ activations: number; pooled: number }> {
+    const swept = await store.expireLapsed(this.db, this.now());
+    if (swept.activations + swept.pooled > 0)
+      await this.audit({
+        actor: "system",
+        action: "activation.expired_swept",
+        outcome: "info",
+        details: swept,
+      });
+    return swept;
   }
 
   // --- keys held by handsets --------------------------------------------------------------------
@@ -401,8 +421,8 @@ export class ActivationService {
   }
 
   async pendingServices(handsetId: string): Promise<string[]> {
-    const pending = await store.findPendingActivations(this.db, handsetId);
     const now = this.now();
+    const pending = await store.findPendingActivations(this.db, handsetId, now);
     const uids: string[] = [];
     for (const p of pending) {
       if (p.expiresAt <= now) continue;

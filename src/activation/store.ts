@@ -55,6 +55,7 @@ export interface ActivationTables {
     id: string;
     service_id: string;
     handset_id: string;
+    service_key_id: string;
     seq: number;
     body: string;
     created_at: number;
@@ -174,12 +175,17 @@ export async function findActivation(db: Db, id: string): Promise<ActivationRow 
   return r ? toActivation(r) : undefined;
 }
 
-export async function findPendingActivations(db: Db, handsetId: string): Promise<ActivationRow[]> {
+export async function findPendingActivations(
+  db: Db,
+  handsetId: string,
+  now: number,
+): Promise<ActivationRow[]> {
   const rows = await db
     .selectFrom("activations")
     .selectAll()
     .where("handset_id", "=", handsetId)
     .where("state", "=", "pending")
+    .where("expires_at", ">", now)
     .execute();
   return rows.map(toActivation);
 }
@@ -400,7 +406,15 @@ export async function nextCommandSeq(db: Db, serviceId: string, handsetId: strin
 
 export async function insertCommand(
   db: Db,
-  row: { id: string; serviceId: string; handsetId: string; seq: number; body: string; createdAt: number },
+  row: {
+    id: string;
+    serviceId: string;
+    handsetId: string;
+    serviceKeyId: string;
+    seq: number;
+    body: string;
+    createdAt: number;
+  },
 ): Promise<void> {
   await db
     .insertInto("service_commands")
@@ -408,6 +422,7 @@ export async function insertCommand(
       id: row.id,
       service_id: row.serviceId,
       handset_id: row.handsetId,
+      service_key_id: row.serviceKeyId,
       seq: row.seq,
       body: row.body,
       created_at: row.createdAt,
@@ -417,19 +432,32 @@ export async function insertCommand(
 
 export async function listCommandsAfter(
   db: Db,
-  serviceId: string,
-  handsetId: string,
+  serviceKeyId: string,
   afterSeq: number,
   limit = 100,
 ): Promise<string[]> {
   const rows = await db
     .selectFrom("service_commands")
     .select("body")
-    .where("service_id", "=", serviceId)
-    .where("handset_id", "=", handsetId)
+    .where("service_key_id", "=", serviceKeyId)
     .where("seq", ">", afterSeq)
     .orderBy("seq")
     .limit(limit)
     .execute();
   return rows.map((r) => r.body);
+}
+
+/**
+ * Lapsed activations become `expired` and lose their sealed material (the PRS, pending keys);
+ * lapsed pre-generated secrets are deleted. Run periodically by the server.
+ */
+export async function expireLapsed(db: Db, now: number): Promise<{ activations: number; pooled: number }> {
+  const a = await db
+    .updateTable("activations")
+    .set({ state: "expired", sealed_prs: null, sealed_keys: null, updated_at: now })
+    .where("state", "in", ["issued", "exchanging", "pending"])
+    .where("expires_at", "<=", now)
+    .executeTakeFirst();
+  const p = await db.deleteFrom("activation_secret_pool").where("expires_at", "<=", now).executeTakeFirst();
+  return { activations: Number(a.numUpdatedRows), pooled: Number(p.numDeletedRows) };
 }

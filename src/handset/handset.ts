@@ -4,7 +4,7 @@
  * capability's handset.ts builds on this; none of them touches raw keys outside the keystore.
  */
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
-import { generateSigningKey, signingPublicKey } from "../core/crypto/ed25519.ts";
+import { generateSigningKey, sign, signingPublicKey } from "../core/crypto/ed25519.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { handsetIdOf } from "../core/handset-id.ts";
 import type { HttpClient } from "./http-client.ts";
@@ -61,6 +61,17 @@ export class Handset {
     const publicKey = signingPublicKey(seed);
     seed.fill(0);
     return new Handset(keystore, connect(address), address, publicKey);
+  }
+
+  /** Signs with the identity key; the key is read from the keystore for this call only. */
+  async signWithIdentity(message: Uint8Array): Promise<Uint8Array> {
+    const seed = await this.keystore.get(IDENTITY_ENTRY);
+    if (!seed) throw new HandsafeError("handset.no_identity", "this handset's identity key is missing");
+    try {
+      return sign(seed, message);
+    } finally {
+      seed.fill(0);
+    }
   }
 
   close(): void {

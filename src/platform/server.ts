@@ -113,6 +113,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     await database.close();
     throw e;
   }
+  // Housekeeping every minute: expire lapsed activations and drop their sealed material.
+  const sweeper = setInterval(() => {
+    activation.sweepExpired().catch((err: unknown) => app.log.error({ err }, "activation sweep failed"));
+  }, 60_000);
+  sweeper.unref();
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   const url = config.publicUrl ?? `https://localhost:${port}`;
@@ -130,6 +135,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     fingerprint: formatFingerprint(cert.spkiSha256),
     adminToken,
     async close() {
+      clearInterval(sweeper);
       await app.close();
       await database.close();
     },

@@ -3,7 +3,15 @@
  * no state — no key stored, no secret left usable for the attacker.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { activate, handleActivationResponse, login, pinService } from "../../src/activation/handset.ts";
+import {
+  activate,
+  handleActivationResponse,
+  login,
+  pinService,
+  pullCommands,
+  revoke,
+  signInProof,
+} from "../../src/activation/handset.ts";
 import {
   ACTIVATION_CONTENT_TYPE,
   confirmationTag,
@@ -123,6 +131,23 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
     });
   });
 
+  describe("the attacker has a password but not the handset's identity key", () => {
+    it("a sign-in with someone else's public key, a bad or a stale proof is refused", async () => {
+      const { handset } = await enrolled();
+      const other = await t.newHandset();
+      const good = await signInProof(handset, email);
+      const login = (fields: Record<string, unknown>) =>
+        handset.http.post("/v1/activation/login", { email, password: PASSWORD, ...good, ...fields });
+      // The victim's public key with a proof the attacker made with their own key.
+      const forged = await signInProof(other, email);
+      await expectCode(login({ identityKey: good.identityKey, proof: forged.proof }), "auth.bad_proof", 401);
+      await expectCode(login({ proof: toBase64url(randomBytes(64)) }), "auth.bad_proof", 401);
+      const stale = await signInProof(handset, email, now - 10 * 60_000);
+      await expectCode(login(stale), "auth.stale_proof", 401);
+      expect((await login({})).status).toBe(200);
+    });
+  });
+
   describe("the attacker names things that do not exist", () => {
     it("an unknown service is refused at grant and at exchange", async () => {
       const { handset, session } = await enrolled();
@@ -135,6 +160,17 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
         "activation.unknown_service",
         404,
       );
+    });
+
+    it("pulling commands for a service the handset does not have looks like a bad proof", async () => {
+      const { handset } = await enrolled();
+      const query = new URLSearchParams({
+        handsetId: handset.id,
+        after: "0",
+        ts: String(now),
+        proof: toBase64url(randomBytes(32)),
+      });
+      await expectCode(handset.http.get(`/v1/activation/commands/mail?${query}`), "command.bad_proof", 401);
     });
 
     it("an unknown activation id is refused", async () => {
@@ -462,6 +498,54 @@ describe.each(databaseKinds)("activation attacks on %s", (kind) => {
         ),
         "auth.forbidden",
         403,
+      );
+    });
+  });
+
+  describe("lapsed state does not linger", () => {
+    it("the sweeper expires lapsed grants and drops their sealed PRS", async () => {
+      const { handset, session } = await enrolled();
+      const { grant } = await grantFor(handset, session.token);
+      now += 301_000;
+      try {
+        const swept = await t.server.activation.sweepExpired();
+        expect(swept.activations).toBeGreaterThanOrEqual(1);
+      } finally {
+        now -= 301_000;
+      }
+      const row = await t.server.platform.db
+        .selectFrom("activations")
+        .select(["state", "sealed_prs"])
+        .where("id", "=", grant.activationId)
+        .executeTakeFirstOrThrow();
+      expect(row).toEqual({ state: "expired", sealed_prs: null });
+    });
+  });
+
+  describe("commands after a re-activation", () => {
+    it("the handset sees the commands under its new key, not the old ones", async () => {
+      const { handset, session } = await enrolled();
+      await activate(handset, session, "mail");
+      await t.admin.post("/v1/admin/services/mail/commands", { handsetId: handset.id, name: "old" });
+      await revoke(handset, session, "mail");
+      await activate(handset, session, "mail");
+      await t.admin.post("/v1/admin/services/mail/commands", { handsetId: handset.id, name: "new" });
+      const pulled = await pullCommands(handset, "mail");
+      expect(pulled.accepted.map((c) => c.name)).toEqual(["new"]);
+      expect(pulled.refused).toEqual([]);
+    });
+
+    it("a fractional number argument is a bad request, not a server error", async () => {
+      const { handset, session } = await enrolled();
+      await activate(handset, session, "mail");
+      await expectCode(
+        t.admin.post("/v1/admin/services/mail/commands", {
+          handsetId: handset.id,
+          name: "x",
+          args: { n: 1.5 },
+        }),
+        "request.invalid",
+        400,
       );
     });
   });

@@ -9,9 +9,9 @@ import {
   readNotifications,
   revoke,
   serviceFingerprint,
+  signInProof,
 } from "../../src/activation/handset.ts";
 import { ACTIVATION_CONTENT_TYPE } from "../../src/activation/protocol.ts";
-import { toBase64url } from "../../src/core/codec/base64url.ts";
 import { databaseKinds } from "../helpers/databases.ts";
 import { startTestServer, type TestServer } from "../helpers/server.ts";
 
@@ -76,10 +76,13 @@ describe.each(databaseKinds)("activation flows on %s", (kind) => {
     const page = await fetchText(t, "GET", "/v1/activation/signin?service=pim");
     expect(page.type).toMatch(/^text\/html/);
     expect(page.body).toContain('action="/v1/activation/signin"');
+    const proof = await signInProof(handset, "bo@example.org");
     const form = new URLSearchParams({
       email: "bo@example.org",
       password: "correct horse battery",
-      identityKey: toBase64url(handset.identityKey),
+      identityKey: proof.identityKey,
+      proof: proof.proof,
+      timestamp: String(proof.timestamp),
       serviceUid: "pim",
     });
     const answer = await fetchText(
@@ -136,7 +139,7 @@ describe.each(databaseKinds)("activation flows on %s", (kind) => {
     const origins = audit.records
       .filter((r) => r.action === "activation.grant_issued")
       .map((r) => r.details.origin);
-    expect(origins.slice(-3)).toEqual(["pool", "pool", "fresh"]);
+    expect(origins.slice(-3)).toEqual(["pool", "pool", "login"]);
   });
 
   it("revoke then re-activate: a new key, the old one stays revoked", async () => {

@@ -3,6 +3,7 @@ import { inspect } from "node:util";
 import { fromBase64url } from "../core/codec/base64url.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { parseDatabaseUrl, redactDatabaseUrl } from "./db/url.ts";
+import { loadSmsConfig, type SmsConfig } from "./notify/sms/index.ts";
 
 /**
  * The server's settings, read once from the environment at start. Every variable is listed in
@@ -75,6 +76,10 @@ export interface Config {
   readonly previousMasterKeys: readonly RedactedKey[];
   readonly activationSecretTtlSeconds: number;
   readonly sqliteSync: SqliteSync;
+  /** The SMS path (docs/protocols/sms.md): HANDSAFE_SMS_*, HANDSAFE_SMPP_*. */
+  readonly sms: SmsConfig;
+  /** Where blobs (update images, backups) are kept: HANDSAFE_BLOB_DIR, default <dataDir>/blobs. */
+  readonly blobDir: string;
 }
 
 export function defaultPublicUrl(port: number): string {
@@ -153,7 +158,11 @@ export function loadConfig(env: Env = process.env): Config {
     v.toUpperCase(),
   );
 
+  const sms = loadSmsConfig(env);
+  const blobDir = resolve(get("HANDSAFE_BLOB_DIR") ?? resolve(dataDir, "blobs"));
   return Object.freeze({
+    sms,
+    blobDir,
     dataDir,
     host,
     port,

@@ -22,6 +22,9 @@ import { type App, createHttpApp } from "./http/app.ts";
 import { createMetrics } from "./http/metrics.ts";
 import { keyringFromConfig } from "./keyring.ts";
 import { inboxMigrations } from "./notify/inbox.ts";
+import { type AnySmsGateway, createSmsGateway } from "./notify/sms/index.ts";
+import { registerSmsRoutes } from "./notify/sms/routes.ts";
+import { smsMigrations } from "./notify/sms/store.ts";
 import { registryMigrations } from "./registry/handsets.ts";
 import { ensureServerCertificate, formatFingerprint, loadCertificate } from "./tls.ts";
 
@@ -35,12 +38,14 @@ export const allMigrations = combineMigrations(
   registryMigrations,
   inboxMigrations,
   activationMigrations,
+  smsMigrations,
 );
 
 export interface RunningServer {
   app: App;
   platform: Platform;
   activation: ActivationService;
+  sms: AnySmsGateway;
   /** https://host:port as handsets reach it. */
   url: string;
   /** base64url SHA-256 of the certificate's SubjectPublicKeyInfo: what handsets pin. */
@@ -104,12 +109,19 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       await sql`select 1`.execute(db);
     },
   });
+  const sms = createSmsGateway(config.sms, {
+    db,
+    clock,
+    onSmppEvent: (e) => app.log.info({ sms: e }, "smpp"),
+  });
+  registerSmsRoutes(app, platform, sms);
   registerAuthRoutes(app, platform, { allowSignup: options.allowSignup ?? true });
   const activation = registerActivationRoutes(app, platform);
 
   try {
     await app.listen({ host: config.host, port: config.port });
   } catch (e) {
+    await sms.close();
     await database.close();
     throw e;
   }
@@ -130,6 +142,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     app,
     platform,
     activation,
+    sms,
     url,
     pin: cert.spkiSha256,
     fingerprint: formatFingerprint(cert.spkiSha256),
@@ -137,6 +150,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     async close() {
       clearInterval(sweeper);
       await app.close();
+      await sms.close();
       await database.close();
     },
   };

@@ -8,7 +8,13 @@ import { randomToken } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import type { Platform } from "../platform/context.ts";
 import { isUniqueViolation } from "../platform/db/database.ts";
-import { type CommandArgs, type SealedCommand, sealCommand, verifyPullAuth } from "./protocol.ts";
+import {
+  type CommandArgs,
+  PULL_WINDOW_MS,
+  type SealedCommand,
+  sealCommand,
+  verifyPullAuth,
+} from "./protocol.ts";
 import type { ActivationService } from "./server.ts";
 import * as store from "./store.ts";
 
@@ -103,8 +109,15 @@ export class CommandService {
     proof: string;
   }): Promise<SealedCommand[]> {
     const service = await this.services.requireService(input.serviceUid);
-    // No active key answers like a bad proof: this unauthenticated endpoint must not tell a
+    // The time window first, for everyone alike; then no active key answers like a bad proof: this unauthenticated endpoint must not tell a
     // stranger which services a handset has.
+    if (Math.abs(this.platform.clock() - input.timestamp) > PULL_WINDOW_MS) {
+      const e = new HandsafeError("command.stale_proof", "the pull proof is too old or from the future", {
+        status: 401,
+      });
+      await this.services.deny("activation.pull_refused", input.serviceUid, e);
+      throw e;
+    }
     const active = await this.activeKey(service, input.handsetId).catch(() => undefined);
     if (!active) {
       const e = new HandsafeError("command.bad_proof", "the pull proof does not verify", { status: 401 });

@@ -117,7 +117,11 @@ export function registerActivationAdminRoutes(
             args: Type.Optional(
               Type.Record(
                 Type.String({ maxLength: 64 }),
-                Type.Union([Type.String({ maxLength: 1024 }), Type.Integer(), Type.Boolean()]),
+                Type.Union([
+                  Type.String({ maxLength: 1024 }),
+                  Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER }),
+                  Type.Boolean(),
+                ]),
               ),
             ),
           },

@@ -11,7 +11,7 @@ import { randomBytes, randomToken } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import type { AuditEntry, Platform } from "../platform/context.ts";
 import { notifyHandset } from "../platform/notify/inbox.ts";
-import { findHandset } from "../platform/registry/handsets.ts";
+import { findHandset, lockHandsetRow, type RegistryTables } from "../platform/registry/handsets.ts";
 import {
   ACTIVATION_ID_BYTES,
   type ActivationGrant,
@@ -129,6 +129,12 @@ export class ActivationService {
     let origin: store.ActivationRow["origin"] = pooled ? "pool" : "login";
     // One transaction: of two grants racing for one handset and service, one supersedes the other.
     await this.db.transaction().execute(async (trx) => {
+      // The registry's row, through the same transaction (its own table type).
+      await lockHandsetRow(
+        trx as unknown as Kysely<RegistryTables>,
+        input.handsetId,
+        this.platform.database.dialect,
+      );
       await store.supersedeIssued(trx, service.id, input.handsetId, now);
       const pending = (await store.findPendingActivations(trx, input.handsetId, now)).filter(
         (p) => p.serviceId === service.id,

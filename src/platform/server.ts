@@ -9,6 +9,8 @@ import { sql } from "kysely";
 import { activationMigrations } from "../activation/migrations.ts";
 import { registerActivationRoutes } from "../activation/routes.ts";
 import type { ActivationService } from "../activation/server.ts";
+import { type ManagementRoutes, registerManagementRoutes } from "../management/routes.ts";
+import { managementMigrations } from "../management/store.ts";
 import { appendAudit } from "./audit.ts";
 import { createGuards } from "./auth/guard.ts";
 import { registerAuthRoutes } from "./auth/routes.ts";
@@ -39,6 +41,7 @@ export const allMigrations = combineMigrations(
   inboxMigrations,
   activationMigrations,
   smsMigrations,
+  managementMigrations,
 );
 
 export interface RunningServer {
@@ -46,6 +49,7 @@ export interface RunningServer {
   platform: Platform;
   activation: ActivationService;
   sms: AnySmsGateway;
+  management: ManagementRoutes;
   /** https://host:port as handsets reach it. */
   url: string;
   /** base64url SHA-256 of the certificate's SubjectPublicKeyInfo: what handsets pin. */
@@ -117,6 +121,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   registerSmsRoutes(app, platform, sms);
   registerAuthRoutes(app, platform, { allowSignup: options.allowSignup ?? true });
   const activation = registerActivationRoutes(app, platform);
+  const management = registerManagementRoutes(app, platform, {
+    sms,
+    ...(config.publicUrl ? { server: { url: config.publicUrl, pin: cert.spkiSha256 } } : {}),
+  });
 
   try {
     await app.listen({ host: config.host, port: config.port });
@@ -143,6 +151,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     platform,
     activation,
     sms,
+    management,
     url,
     pin: cert.spkiSha256,
     fingerprint: formatFingerprint(cert.spkiSha256),

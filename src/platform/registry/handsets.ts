@@ -99,3 +99,16 @@ export async function listHandsetsOfUser(db: Kysely<RegistryTables>, userId: str
   const rows = await db.selectFrom("handsets").selectAll().where("user_id", "=", userId).execute();
   return rows.map(toHandset);
 }
+
+/**
+ * Inside a PostgreSQL transaction: locks the handset's row until commit, so per-handset steps
+ * (issuing grants) run one at a time across server nodes. SQLite serialises writers already.
+ */
+export async function lockHandsetRow(
+  trx: Kysely<RegistryTables>,
+  handsetId: string,
+  dialect: "sqlite" | "postgres",
+): Promise<void> {
+  if (dialect !== "postgres") return;
+  await trx.selectFrom("handsets").select("id").where("id", "=", handsetId).forUpdate().execute();
+}

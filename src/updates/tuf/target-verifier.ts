@@ -1,5 +1,5 @@
-import { sha256 as sha256Incremental, sha512 as sha512Incremental } from "@noble/hashes/sha2.js";
 import { toHex } from "../../core/codec/bytes.ts";
+import { createHash } from "../../core/crypto/hash.ts";
 import { tufError } from "./errors.ts";
 import { checkHashes, type TargetFile } from "./metadata.ts";
 
@@ -54,8 +54,7 @@ export interface TargetVerifier {
 /**
  * The streaming form, for images too large to hold (a 256 MiB firmware): feed chunks as they
  * arrive, write them to a temporary place, and use them only once finish() returns.
- * The incremental SHA-256/512 is @noble/hashes (pure JS, same as core/crypto's web backend):
- * core/crypto offers one-shot hashes only.
+ * The incremental hash is core/crypto's: native on Node, @noble/hashes in a browser.
  */
 export function createTargetVerifier(file: TargetFile): TargetVerifier {
   const expected = Object.entries(file.hashes).filter(([name]) => name === "sha256" || name === "sha512");
@@ -63,7 +62,7 @@ export function createTargetVerifier(file: TargetFile): TargetVerifier {
   const hashers = expected.map(([name, digest]) => ({
     name,
     digest,
-    state: name === "sha256" ? sha256Incremental.create() : sha512Incremental.create(),
+    state: createHash(name as "sha256" | "sha512"),
   }));
   let received = 0;
   let state: "open" | "failed" | "done" = "open";

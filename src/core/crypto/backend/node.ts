@@ -116,6 +116,14 @@ export const backend = {
     return plain(nodeCrypto.createHash("sha256").update(data).digest());
   },
 
+  createHash(algorithm) {
+    const h = nodeCrypto.createHash(algorithm);
+    return {
+      update: (data: Uint8Array) => void h.update(data),
+      digest: () => plain(h.digest()),
+    };
+  },
+
   sha512(data: Uint8Array): Uint8Array {
     return plain(nodeCrypto.createHash("sha512").update(data).digest());
   },

@@ -18,12 +18,19 @@ import { HandsafeError } from "../../errors.ts";
  * - AEAD `…Open` throws `HandsafeError("crypto.decrypt_failed")` on any authentication failure,
  *   and the sealed form is always `ciphertext || tag` with a 16-byte tag.
  */
+export interface IncrementalHash {
+  update(data: Uint8Array): void;
+  digest(): Uint8Array;
+}
+
 export interface CryptoBackend {
   /** "node" or "web": shown by benchmarks and tests, never branched on by callers. */
   readonly name: "node" | "web";
   randomBytes(length: number): Uint8Array;
   sha256(data: Uint8Array): Uint8Array;
   sha512(data: Uint8Array): Uint8Array;
+  /** An incremental hash for data too large to hold (a 256 MiB image). */
+  createHash(algorithm: "sha256" | "sha512"): IncrementalHash;
   hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
   /** RFC 7748 §5 X25519(k, u) with the scalar clamped and bit 255 of u ignored. */
   x25519(scalar: Uint8Array, u: Uint8Array): Uint8Array;

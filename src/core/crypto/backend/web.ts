@@ -77,6 +77,14 @@ export const backend = {
     return out;
   },
 
+  createHash(algorithm) {
+    const h = algorithm === "sha256" ? sha256.create() : sha512.create();
+    return {
+      update: (data: Uint8Array) => void h.update(data),
+      digest: () => h.digest(),
+    };
+  },
+
   sha256(data: Uint8Array): Uint8Array {
     return sha256(data);
   },

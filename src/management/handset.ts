@@ -1,0 +1,130 @@
+/**
+ * The handset side of the management channel (the SDK): every request is signed (RFC 9421,
+ * hmac-sha256) with the session key derived from the device's static key (inside its device
+ * wrapper) and the current dynamic key (from the keystore). When the server answers that the
+ * dynamic key expired or is used up, the client waits for the fresh notification SMS, processes
+ * it, and retries once.
+ */
+import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
+import { HandsafeError } from "../core/errors.ts";
+import type { HttpTransport } from "../handset/http-client.ts";
+import type { Keystore } from "../handset/keystore.ts";
+import type { DeviceWrapper } from "./device-wrapper.ts";
+import { deriveSessionKey, signRequest } from "./protocol.ts";
+import { createSmsProcessor, readDynamicKey, type SmsProcessor } from "./sms-processor.ts";
+
+export { signRequest };
+
+/** Codes after which a fresh dynamic key is on its way by SMS. */
+const RENEW_CODES = new Set([
+  "management.dynamic_key_expired",
+  "management.dynamic_key_exhausted",
+  "management.dynamic_key_superseded",
+]);
+
+export interface ManagementClientOptions {
+  /** e.g. "https://mgmt.example:8443" */
+  baseUrl: string;
+  transport: HttpTransport;
+  device: DeviceWrapper;
+  keystore: Keystore;
+  /** Resolves with the next text the handset receives (the SMS inbox). */
+  nextSms: () => Promise<{ from: string; text: string }>;
+  /** How many non-management texts to skip while waiting for a key (default 5). */
+  maxSkippedTexts?: number;
+  clock?: () => number;
+}
+
+export interface ManagementResponse<T> {
+  status: number;
+  headers: Record<string, string>;
+  body: T;
+}
+
+export class ManagementClient {
+  readonly sms: SmsProcessor;
+  private readonly baseUrl: string;
+  private readonly clock: () => number;
+
+  constructor(private readonly options: ManagementClientOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, "");
+    this.clock = options.clock ?? Date.now;
+    this.sms = createSmsProcessor({ device: options.device, keystore: options.keystore, clock: this.clock });
+  }
+
+  /** Waits for texts until a management key arrives (ordinary texts are skipped). */
+  async awaitDynamicKey(): Promise<string> {
+    const limit = this.options.maxSkippedTexts ?? 5;
+    for (let i = 0; i <= limit; i++) {
+      try {
+        const outcome = await this.sms.process(await this.options.nextSms());
+        if (outcome.kind === "management-key") return outcome.keyId;
+      } catch (e) {
+        // A text delivered twice (SMS centres do that) is refused and skipped; anything else stops.
+        if (!(e instanceof HandsafeError) || e.code !== "management.notification_replayed") throw e;
+      }
+    }
+    throw new HandsafeError("management.no_dynamic_key", "no management notification arrived", { status: 0 });
+  }
+
+  /** A signed request; JSON in and out. Errors come back as HandsafeError with the server's code. */
+  async request<T = unknown>(method: string, path: string, json?: unknown): Promise<ManagementResponse<T>> {
+    if (!(await readDynamicKey(this.options.keystore, this.options.device.deviceId)))
+      await this.awaitDynamicKey();
+    try {
+      return await this.send<T>(method, path, json);
+    } catch (e) {
+      if (!(e instanceof HandsafeError) || !RENEW_CODES.has(e.code)) throw e;
+      await this.awaitDynamicKey();
+      return this.send<T>(method, path, json);
+    }
+  }
+
+  ping(): Promise<
+    ManagementResponse<{ ok: true; deviceId: string; keyId: string; usesLeft: number; expiresAt: number }>
+  > {
+    return this.request("GET", "/v1/management/ping");
+  }
+
+  private async send<T>(method: string, path: string, json?: unknown): Promise<ManagementResponse<T>> {
+    const { device, keystore, transport } = this.options;
+    const stored = await readDynamicKey(keystore, device.deviceId);
+    if (!stored) throw new HandsafeError("management.no_dynamic_key", "no dynamic key yet", { status: 0 });
+    const url = this.baseUrl + path;
+    const body = json === undefined ? undefined : utf8(JSON.stringify(json));
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (body) headers["content-type"] = "application/json";
+    const session = device.withStaticKey((staticKey) =>
+      deriveSessionKey(staticKey, stored.key, device.deviceId, "requests"),
+    );
+    stored.key.wipe();
+    let signature: Record<string, string>;
+    try {
+      signature = signRequest(
+        session.reveal(),
+        { method, url, headers, ...(body ? { body } : {}) },
+        { keyId: stored.keyId, created: Math.floor(this.clock() / 1000) },
+      );
+    } finally {
+      session.wipe();
+    }
+    const res = await transport.send({
+      method,
+      url,
+      headers: { ...headers, ...signature },
+      ...(body ? { body } : {}),
+    });
+    const text = res.body.length ? fromUtf8(res.body) : "";
+    let parsed: unknown = text;
+    if (/^application\/json/i.test(res.headers["content-type"] ?? "") && text) parsed = JSON.parse(text);
+    if (res.status >= 400) {
+      const err = (parsed as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+      throw new HandsafeError(
+        typeof err?.code === "string" ? err.code : "transport.http_error",
+        typeof err?.message === "string" ? err.message : `${method} ${path} answered HTTP ${res.status}`,
+        { status: res.status },
+      );
+    }
+    return { status: res.status, headers: res.headers, body: parsed as T };
+  }
+}

@@ -5,9 +5,11 @@
 import { Command } from "commander";
 import { isHandsafeError } from "../core/errors.ts";
 import { registerAdminCommands } from "./admin.ts";
+import { registerCampaignCommands } from "./campaigns.ts";
 import { runDemo } from "./demo.ts";
 import { registerHandsetCommands } from "./handset.ts";
 import { runServer } from "./server.ts";
+import { registerUpdateCommands } from "./updates.ts";
 
 const program = new Command();
 program
@@ -38,6 +40,8 @@ program
 
 registerAdminCommands(program);
 registerHandsetCommands(program);
+registerUpdateCommands(program);
+registerCampaignCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -7,7 +7,7 @@
  */
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
-import type { HttpTransport } from "../handset/http-client.ts";
+import type { HttpTransport, TransportRequest } from "../handset/http-client.ts";
 import type { Keystore } from "../handset/keystore.ts";
 import type { DeviceWrapper } from "./device-wrapper.ts";
 import { deriveSessionKey, signRequest } from "./protocol.ts";
@@ -39,6 +39,38 @@ export interface ManagementResponse<T> {
   status: number;
   headers: Record<string, string>;
   body: T;
+}
+
+/** A response whose body arrives in pieces (a large binary download). */
+export interface StreamingResponse {
+  status: number;
+  /** Lowercase names. */
+  headers: Record<string, string>;
+  /** Iterating throws a HandsafeError with status 0 (transport.*) when the connection breaks. */
+  body: AsyncIterable<Uint8Array>;
+}
+
+/**
+ * A transport that can also hand a response over as it arrives. The ManagementClient uses
+ * `stream` when its transport has it, and otherwise `send` (the whole body, then one piece).
+ */
+export interface StreamingHttpTransport extends HttpTransport {
+  stream(request: TransportRequest): Promise<StreamingResponse>;
+}
+
+export interface RawRequestOptions {
+  /** Extra request headers (lowercase names), e.g. `{ range: "bytes=1024-" }`. */
+  headers?: Record<string, string>;
+  /** false: an unsigned request over the same (pinned) channel, e.g. for public TUF metadata. */
+  signed?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Largest error body read from a streamed response that failed. */
+const MAX_ERROR_BODY = 64 * 1024;
+
+function isStreaming(t: HttpTransport): t is StreamingHttpTransport {
+  return typeof (t as Partial<StreamingHttpTransport>).stream === "function";
 }
 
 export class ManagementClient {
@@ -80,10 +112,119 @@ export class ManagementClient {
     }
   }
 
+  /**
+   * A request whose answer is returned as bytes, whatever its type; HTTP errors (≥ 400) still throw
+   * the server's code. Signed unless `signed: false`; renews the dynamic key like `request`.
+   */
+  async requestRaw(
+    method: string,
+    path: string,
+    options: RawRequestOptions = {},
+  ): Promise<ManagementResponse<Uint8Array>> {
+    const res = await this.withRenewal(options.signed !== false, async () => {
+      const req = await this.prepare(method, path, undefined, options);
+      return this.options.transport.send(req);
+    });
+    if (res.status >= 400) throw errorFrom(method, path, res.status, res.headers, res.body);
+    return { status: res.status, headers: res.headers, body: res.body };
+  }
+
+  /**
+   * A signed request whose body is handed over as it arrives (downloads with Range). The status
+   * and headers are known before the body is read; HTTP errors (≥ 400) throw the server's code.
+   */
+  async requestStream(
+    method: string,
+    path: string,
+    options: RawRequestOptions = {},
+  ): Promise<StreamingResponse> {
+    return this.withRenewal(options.signed !== false, async () => {
+      const req = await this.prepare(method, path, undefined, options);
+      const { transport } = this.options;
+      if (!isStreaming(transport)) {
+        const res = await transport.send(req);
+        if (res.status >= 400) throw errorFrom(method, path, res.status, res.headers, res.body);
+        return {
+          status: res.status,
+          headers: res.headers,
+          body: (async function* () {
+            if (res.body.length) yield res.body;
+          })(),
+        };
+      }
+      const res = await transport.stream(req);
+      if (res.status >= 400) {
+        const parts: Uint8Array[] = [];
+        let size = 0;
+        try {
+          for await (const piece of res.body) {
+            if (size + piece.length > MAX_ERROR_BODY) break;
+            parts.push(piece);
+            size += piece.length;
+          }
+        } catch {
+          // The error status is what matters; a body cut short only loses its message.
+        }
+        const body = new Uint8Array(size);
+        let at = 0;
+        for (const p of parts) {
+          body.set(p, at);
+          at += p.length;
+        }
+        throw errorFrom(method, path, res.status, res.headers, body);
+      }
+      return res;
+    });
+  }
+
   ping(): Promise<
     ManagementResponse<{ ok: true; deviceId: string; keyId: string; usesLeft: number; expiresAt: number }>
   > {
     return this.request("GET", "/v1/management/ping");
+  }
+
+  private async withRenewal<R>(signed: boolean, run: () => Promise<R>): Promise<R> {
+    if (!signed) return run();
+    if (!(await readDynamicKey(this.options.keystore, this.options.device.deviceId)))
+      await this.awaitDynamicKey();
+    try {
+      return await run();
+    } catch (e) {
+      if (!(e instanceof HandsafeError) || !RENEW_CODES.has(e.code)) throw e;
+      await this.awaitDynamicKey();
+      return run();
+    }
+  }
+
+  /** The transport request, signed unless `signed: false`. */
+  private async prepare(
+    method: string,
+    path: string,
+    body: Uint8Array | undefined,
+    options: RawRequestOptions,
+  ): Promise<TransportRequest> {
+    const url = this.baseUrl + path;
+    const headers: Record<string, string> = { accept: "*/*" };
+    for (const [k, v] of Object.entries(options.headers ?? {})) headers[k.toLowerCase()] = v;
+    const signal = options.signal === undefined ? {} : { signal: options.signal };
+    if (options.signed === false) return { method, url, headers, ...(body ? { body } : {}), ...signal };
+    const { device, keystore } = this.options;
+    const stored = await readDynamicKey(keystore, device.deviceId);
+    if (!stored) throw new HandsafeError("management.no_dynamic_key", "no dynamic key yet", { status: 0 });
+    const session = device.withStaticKey((staticKey) =>
+      deriveSessionKey(staticKey, stored.key, device.deviceId, "requests"),
+    );
+    stored.key.wipe();
+    try {
+      const signature = signRequest(
+        session.reveal(),
+        { method, url, headers, ...(body ? { body } : {}) },
+        { keyId: stored.keyId, created: Math.floor(this.clock() / 1000) },
+      );
+      return { method, url, headers: { ...headers, ...signature }, ...(body ? { body } : {}), ...signal };
+    } finally {
+      session.wipe();
+    }
   }
 
   private async send<T>(method: string, path: string, json?: unknown): Promise<ManagementResponse<T>> {
@@ -127,4 +268,27 @@ export class ManagementClient {
     }
     return { status: res.status, headers: res.headers, body: parsed as T };
   }
+}
+
+/** `{"error":{"code","message"}}` becomes that HandsafeError; anything else transport.http_error. */
+function errorFrom(
+  method: string,
+  path: string,
+  status: number,
+  headers: Record<string, string>,
+  body: Uint8Array,
+): HandsafeError {
+  let err: { code?: unknown; message?: unknown } | undefined;
+  if (/^application\/json/i.test(headers["content-type"] ?? "") && body.length) {
+    try {
+      err = (JSON.parse(fromUtf8(body)) as { error?: typeof err }).error;
+    } catch {
+      err = undefined;
+    }
+  }
+  return new HandsafeError(
+    typeof err?.code === "string" ? err.code : "transport.http_error",
+    typeof err?.message === "string" ? err.message : `${method} ${path} answered HTTP ${status}`,
+    { status },
+  );
 }

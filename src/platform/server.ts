@@ -11,10 +11,16 @@ import { registerActivationRoutes } from "../activation/routes.ts";
 import type { ActivationService } from "../activation/server.ts";
 import { type ManagementRoutes, registerManagementRoutes } from "../management/routes.ts";
 import { managementMigrations } from "../management/store.ts";
+import { campaignMigrations } from "../updates/campaigns/migrations.ts";
+import { registerCampaignRoutes } from "../updates/campaigns/routes.ts";
+import type { CampaignService } from "../updates/campaigns/server.ts";
+import { updatesMigrations } from "../updates/migrations.ts";
+import { registerUpdateRoutes, type UpdatesService } from "../updates/routes.ts";
 import { appendAudit } from "./audit.ts";
 import { createGuards } from "./auth/guard.ts";
 import { registerAuthRoutes } from "./auth/routes.ts";
 import { type AuthTables, authMigrations, countAdminTokens, issueToken } from "./auth/store.ts";
+import { createFilesystemBlobStore } from "./blobs/filesystem.ts";
 import { type Config, loadConfig } from "./config.ts";
 import type { Platform } from "./context.ts";
 import { openDatabase } from "./db/database.ts";
@@ -42,6 +48,8 @@ export const allMigrations = combineMigrations(
   activationMigrations,
   smsMigrations,
   managementMigrations,
+  updatesMigrations,
+  campaignMigrations,
 );
 
 export interface RunningServer {
@@ -50,6 +58,10 @@ export interface RunningServer {
   activation: ActivationService;
   sms: AnySmsGateway;
   management: ManagementRoutes;
+  /** Update packages and their TUF repository (src/updates/routes.ts). */
+  updates: UpdatesService;
+  /** Update campaigns (src/updates/campaigns/routes.ts). */
+  campaigns: CampaignService;
   /** https://host:port as handsets reach it. */
   url: string;
   /** base64url SHA-256 of the certificate's SubjectPublicKeyInfo: what handsets pin. */
@@ -125,8 +137,14 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     sms,
     ...(config.publicUrl ? { server: { url: config.publicUrl, pin: cert.spkiSha256 } } : {}),
   });
+  const updates = registerUpdateRoutes(app, platform, {
+    blobs: createFilesystemBlobStore(config.blobDir),
+    management,
+  });
+  const campaigns = registerCampaignRoutes(app, platform, { management, updates });
 
   try {
+    await updates.ready;
     await app.listen({ host: config.host, port: config.port });
   } catch (e) {
     await sms.close();
@@ -152,6 +170,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     activation,
     sms,
     management,
+    updates,
+    campaigns,
     url,
     pin: cert.spkiSha256,
     fingerprint: formatFingerprint(cert.spkiSha256),

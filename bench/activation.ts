@@ -40,6 +40,7 @@ export async function benchActivation(): Promise<BenchResult[]> {
       HANDSAFE_PORT: "0",
       HANDSAFE_LOG_LEVEL: "silent",
       HANDSAFE_RATE_LIMIT: "0",
+      HANDSAFE_EXCHANGE_RATE_LIMIT: "0",
     }),
   });
   const clients: Array<{ close(): void }> = [];

@@ -240,7 +240,9 @@ export function registerActivationRoutes(app: App, platform: Platform): Activati
   // The service UID endpoint: no login — CPace authenticates both sides by the secret.
   // Guessing is one try per secret already; this bounds the work (and audit records) one client
   // address can cause on the unauthenticated exchange endpoints.
-  const exchangeRate = { max: 120, timeWindow: 60_000 };
+  // HANDSAFE_EXCHANGE_RATE_LIMIT sets it (0 = off, for a load test from one address).
+  const exchangeLimit = platform.config.exchangeRateLimitPerMinute;
+  const exchangeRate = exchangeLimit > 0 ? { max: exchangeLimit, timeWindow: 60_000 } : false;
   app.post(
     "/v1/activation/exchange/:serviceUid/start",
     {

@@ -64,6 +64,8 @@ export interface Config {
   readonly bodyLimit: number;
   /** Requests per minute per client IP; 0 turns rate limiting off. */
   readonly rateLimitPerMinute: number;
+  /** Key-exchange requests (unauthenticated) per minute per client address; 0 = off. */
+  readonly exchangeRateLimitPerMinute: number;
   readonly tls: {
     readonly certPath: string;
     readonly keyPath: string;
@@ -118,6 +120,7 @@ export function loadConfig(env: Env = process.env): Config {
   const logLevel = readEnum(get, "HANDSAFE_LOG_LEVEL", LOG_LEVELS, "info", (v) => v.toLowerCase());
   const bodyLimit = readInteger(get, "HANDSAFE_BODY_LIMIT", 65536, 1, 64 * 1024 * 1024);
   const rateLimitPerMinute = readInteger(get, "HANDSAFE_RATE_LIMIT", 600, 0, 1_000_000);
+  const exchangeRateLimitPerMinute = readInteger(get, "HANDSAFE_EXCHANGE_RATE_LIMIT", 120, 0, 1_000_000);
 
   const certPath = get("HANDSAFE_TLS_CERT");
   const keyPath = get("HANDSAFE_TLS_KEY");
@@ -172,6 +175,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     bodyLimit,
     rateLimitPerMinute,
+    exchangeRateLimitPerMinute,
     tls: Object.freeze(tls),
     masterKey,
     previousMasterKeys: Object.freeze(previousMasterKeys),

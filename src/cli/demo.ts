@@ -22,11 +22,38 @@ import { MemoryKeystore } from "../handset/keystore.ts";
 import { loadConfig } from "../platform/config.ts";
 import { type RunningServer, startServer } from "../platform/server.ts";
 import { adminClient, pinnedClient, resolveAdminToken, resolveServer } from "./connect.ts";
+import { runUpdatesDemo } from "./demo-updates.ts";
+
+const PARTS = ["activation", "updates"] as const;
+
+function demoParts(only: string | undefined): readonly string[] {
+  if (only === undefined) return PARTS;
+  if (!(PARTS as readonly string[]).includes(only))
+    throw new HandsafeError("cli.invalid_argument", `--only wants one of ${PARTS.join(", ")}, got ${only}`);
+  return [only];
+}
 
 const say = (text: string) => process.stdout.write(`${text}\n`);
 const step = (n: number, text: string) => say(`\n${n}. ${text}`);
 
-export async function runDemo(options: { url?: string; pin?: string; token?: string }): Promise<void> {
+export interface DemoOptions {
+  url?: string;
+  pin?: string;
+  token?: string;
+  /** "activation" or "updates"; both by default. */
+  only?: string;
+  /** Handsets in the update demo's batch. */
+  devices?: string;
+}
+
+export async function runDemo(options: DemoOptions): Promise<void> {
+  const parts = demoParts(options.only);
+  const devices = Number(options.devices ?? "6");
+  if (!Number.isInteger(devices) || devices < 2 || devices > 200)
+    throw new HandsafeError(
+      "cli.invalid_argument",
+      `--devices wants a whole number 2–200, got ${options.devices}`,
+    );
   let embedded: RunningServer | undefined;
   let tempDir: string | undefined;
   let server: { url: string; pin?: string };
@@ -48,7 +75,17 @@ export async function runDemo(options: { url?: string; pin?: string; token?: str
   const admin = adminClient(server, token);
   let handset: Handset | undefined;
   try {
-    handset = await narrate(admin, server);
+    if (parts.includes("activation")) handset = await narrate(admin, server);
+    if (parts.includes("updates")) {
+      if (!server.pin)
+        throw new HandsafeError(
+          "cli.no_pin",
+          "the update demo pins the server: give --pin (or HANDSAFE_PIN)",
+        );
+      say("\nSecure updates: static + dynamic keys, a signed delta package, a staged campaign");
+      await runUpdatesDemo(admin, { url: server.url, pin: server.pin }, token, { devices });
+    }
+    say("\nDone.");
   } finally {
     handset?.close();
     admin.close();
@@ -141,7 +178,6 @@ async function narrate(admin: HttpClient, server: { url: string; pin?: string })
   step(7, "Every decision above is in the hash-chained audit log:");
   const { body: verification } = await admin.get<{ ok: boolean; count?: number }>("/v1/admin/audit/verify");
   say(`   audit chain ${verification.ok ? `verified, ${verification.count} records` : "BROKEN"}`);
-  say("\nDone.");
   return handset;
 }
 

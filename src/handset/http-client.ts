@@ -39,6 +39,20 @@ export interface HttpTransport {
   close(): void;
 }
 
+/** A response whose body arrives in pieces (a large binary download). */
+export interface StreamingResponse {
+  status: number;
+  /** Lowercase names. */
+  headers: Record<string, string>;
+  /** Iterating throws a HandsafeError with status 0 (transport.*) when the connection breaks. */
+  body: AsyncIterable<Uint8Array>;
+}
+
+/** A transport that can also hand a response over as it arrives. */
+export interface StreamingHttpTransport extends HttpTransport {
+  stream(request: TransportRequest): Promise<StreamingResponse>;
+}
+
 export interface HttpClientOptions {
   /** e.g. "https://127.0.0.1:8443"; a path prefix is allowed ("https://host/handsafe"). */
   baseUrl: string;

@@ -22,7 +22,8 @@ import { HandsafeError, isHandsafeError } from "../core/errors.ts";
 import {
   createHttpClient,
   type HttpClient,
-  type HttpTransport,
+  type StreamingHttpTransport,
+  type StreamingResponse,
   type TransportRequest,
   type TransportResponse,
   transportError,
@@ -124,7 +125,7 @@ class PinnedAgent extends https.Agent {
   }
 }
 
-export function createNodeTransport(options: NodeTransportOptions = {}): HttpTransport {
+export function createNodeTransport(options: NodeTransportOptions = {}): StreamingHttpTransport {
   const { pin, ca } = options;
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
@@ -216,9 +217,65 @@ export function createNodeTransport(options: NodeTransportOptions = {}): HttpTra
     });
   }
 
+  /**
+   * The same trust rules and agents as `send`, with the body handed over as it arrives (downloads
+   * of any size: no maxResponseBytes). `timeoutMs` is the longest silence on the socket.
+   */
+  function stream(req: TransportRequest): Promise<StreamingResponse> {
+    const url = new URL(req.url);
+    if (url.protocol === "http:" && pinned)
+      return Promise.reject(
+        new HandsafeError("transport.invalid_request", "a pinned client speaks only https", { status: 0 }),
+      );
+    const lib = url.protocol === "https:" ? https : http;
+    const agent = url.protocol === "https:" ? httpsAgent : httpAgent;
+    return new Promise<StreamingResponse>((resolve, reject) => {
+      const headers: Record<string, string> = { ...req.headers };
+      if (req.body !== undefined) headers["content-length"] = String(req.body.length);
+      const request = lib.request(
+        url,
+        { method: req.method, headers, agent, ...(req.signal === undefined ? {} : { signal: req.signal }) },
+        (res) => {
+          const out: Record<string, string> = {};
+          for (const [name, value] of Object.entries(res.headers))
+            if (value !== undefined) out[name] = Array.isArray(value) ? value.join(", ") : value;
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: out,
+            body: (async function* () {
+              try {
+                for await (const chunk of res) yield new Uint8Array(chunk as Buffer);
+              } catch (e) {
+                throw mapError(e, req);
+              } finally {
+                // A reader that stops early must not leave the rest of the body on a kept-alive socket.
+                if (!res.complete) res.destroy();
+              }
+              // The socket closed before the announced length: the body was cut.
+              if (!res.complete)
+                throw new HandsafeError("transport.unreachable", `${req.method} ${req.url}: body cut short`, {
+                  status: 0,
+                });
+            })(),
+          });
+        },
+      );
+      request.setTimeout(timeoutMs, () => {
+        request.destroy(
+          new HandsafeError("transport.timeout", `${req.method} ${req.url} was silent for ${timeoutMs} ms`, {
+            status: 0,
+          }),
+        );
+      });
+      request.on("error", (err) => reject(mapError(err, req)));
+      request.end(req.body === undefined ? undefined : Buffer.from(req.body));
+    });
+  }
+
   return {
     pin,
     send,
+    stream,
     close() {
       httpsAgent.destroy();
       httpAgent.destroy();

@@ -7,7 +7,12 @@
  */
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
-import type { HttpTransport, TransportRequest } from "../handset/http-client.ts";
+import type {
+  HttpTransport,
+  StreamingHttpTransport,
+  StreamingResponse,
+  TransportRequest,
+} from "../handset/http-client.ts";
 import type { Keystore } from "../handset/keystore.ts";
 import type { DeviceWrapper } from "./device-wrapper.ts";
 import { deriveSessionKey, signRequest } from "./protocol.ts";
@@ -41,22 +46,7 @@ export interface ManagementResponse<T> {
   body: T;
 }
 
-/** A response whose body arrives in pieces (a large binary download). */
-export interface StreamingResponse {
-  status: number;
-  /** Lowercase names. */
-  headers: Record<string, string>;
-  /** Iterating throws a HandsafeError with status 0 (transport.*) when the connection breaks. */
-  body: AsyncIterable<Uint8Array>;
-}
-
-/**
- * A transport that can also hand a response over as it arrives. The ManagementClient uses
- * `stream` when its transport has it, and otherwise `send` (the whole body, then one piece).
- */
-export interface StreamingHttpTransport extends HttpTransport {
-  stream(request: TransportRequest): Promise<StreamingResponse>;
-}
+export type { StreamingHttpTransport, StreamingResponse } from "../handset/http-client.ts";
 
 export interface RawRequestOptions {
   /** Extra request headers (lowercase names), e.g. `{ range: "bytes=1024-" }`. */

@@ -2,8 +2,7 @@
  * The updater's Node-side pieces (the browser uses slots.ts / download.ts alone):
  * - FolderSlotStore: the simulated A/B layout in a folder — a.img, b.img and slots.json;
  * - FolderPartialStore: an unfinished download in a folder — partial.bin and partial.json;
- * - createNodeStreamingTransport: the pinned Node transport plus `stream`, so a 256 MiB image is
- *   never held in memory and a download cut midway keeps what arrived.
+ * (streaming downloads come from createNodeTransport's `stream`, handset/node-transport.ts).
  *
  * Every file is replaced atomically: written to a temporary name, flushed, renamed over the old
  * one, the folder flushed. A slot's image is committed in three steps — forget its meta, rename the
@@ -12,15 +11,8 @@
  */
 import { createReadStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import * as http from "node:http";
-import * as https from "node:https";
-import { isIP, type Socket } from "node:net";
 import { join } from "node:path";
-import * as tls from "node:tls";
-import { HandsafeError, isHandsafeError } from "../core/errors.ts";
-import { transportError } from "../handset/http-client.ts";
-import { createNodeTransport, type NodeTransportOptions, spkiSha256 } from "../handset/node-transport.ts";
-import type { StreamingHttpTransport, StreamingResponse } from "../management/handset.ts";
+import { HandsafeError } from "../core/errors.ts";
 import type { PartialStore } from "./download.ts";
 import {
   checkSlotName,
@@ -290,105 +282,4 @@ export class FolderPartialStore implements PartialStore {
     await rm(this.#label(), { force: true });
     await rm(this.#bin(), { force: true });
   }
-}
-
-/**
- * createNodeTransport (handset/node-transport.ts) plus `stream`: the same trust rules — with a pin,
- * the peer's SPKI SHA-256 is checked after the handshake and before a request byte is written —
- * and the body handed over as it arrives. `timeoutMs` is the longest silence on the socket.
- */
-export function createNodeStreamingTransport(options: NodeTransportOptions = {}): StreamingHttpTransport {
-  const base = createNodeTransport(options);
-  const { pin, ca } = options;
-  const timeoutMs = options.timeoutMs ?? 30_000;
-
-  const pinnedConnection = (
-    opts: http.ClientRequestArgs,
-    callback: (err: Error | null, socket: Socket) => void,
-  ): undefined => {
-    const host = opts.host ?? opts.hostname ?? "localhost";
-    const socket = tls.connect({
-      host,
-      port: Number(opts.port ?? 443),
-      ...(isIP(host) ? {} : { servername: host }),
-      // The pin below is the trust decision; a self-signed chain would fail CA validation.
-      rejectUnauthorized: false,
-    });
-    socket.once("error", (err) => callback(err, socket));
-    socket.once("secureConnect", () => {
-      const cert = socket.getPeerX509Certificate();
-      const actual = cert === undefined ? undefined : spkiSha256(cert);
-      if (actual !== pin) {
-        socket.destroy();
-        callback(
-          new HandsafeError(
-            "transport.pin_mismatch",
-            `the server's key (SHA256:${actual}) is not the pinned one`,
-            {
-              status: 0,
-            },
-          ),
-          socket,
-        );
-        return;
-      }
-      callback(null, socket);
-    });
-    return undefined;
-  };
-
-  function stream(req: Parameters<StreamingHttpTransport["stream"]>[0]): Promise<StreamingResponse> {
-    const url = new URL(req.url);
-    if (url.protocol === "http:" && pin !== undefined)
-      return Promise.reject(
-        new HandsafeError("transport.invalid_request", "a pinned client speaks only https", { status: 0 }),
-      );
-    const lib = url.protocol === "https:" ? https : http;
-    return new Promise<StreamingResponse>((resolve, reject) => {
-      const headers: Record<string, string> = { ...req.headers };
-      if (req.body !== undefined) headers["content-length"] = String(req.body.length);
-      const request = lib.request(
-        url,
-        {
-          method: req.method,
-          headers,
-          agent: false,
-          ...(pin !== undefined ? { createConnection: pinnedConnection } : ca !== undefined ? { ca } : {}),
-          ...(req.signal === undefined ? {} : { signal: req.signal }),
-        },
-        (res) => {
-          const out: Record<string, string> = {};
-          for (const [name, value] of Object.entries(res.headers))
-            if (value !== undefined) out[name] = Array.isArray(value) ? value.join(", ") : value;
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: out,
-            body: (async function* () {
-              try {
-                for await (const chunk of res) yield new Uint8Array(chunk as Buffer);
-              } catch (e) {
-                throw isHandsafeError(e) ? e : transportError(e, req);
-              }
-              // The socket closed before the announced length: the body was cut.
-              if (!res.complete)
-                throw new HandsafeError("transport.unreachable", `${req.method} ${req.url}: body cut short`, {
-                  status: 0,
-                });
-            })(),
-          });
-        },
-      );
-      request.setTimeout(timeoutMs, () => {
-        request.destroy(
-          new HandsafeError("transport.timeout", `${req.method} ${req.url} was silent for ${timeoutMs} ms`, {
-            status: 0,
-          }),
-        );
-      });
-      request.on("error", (err) => reject(isHandsafeError(err) ? err : transportError(err, req)));
-      request.end(req.body === undefined ? undefined : Buffer.from(req.body));
-    });
-  }
-
-  return { pin: base.pin, send: (r) => base.send(r), close: () => base.close(), stream };
 }

@@ -23,7 +23,8 @@ import {
   type PartialStore,
   type RangeFetch,
 } from "../../src/updates/download.ts";
-import { createNodeStreamingTransport, FolderPartialStore } from "../../src/updates/slots-folder.ts";
+import { createNodeTransport } from "../../src/handset/node-transport.ts";
+import { FolderPartialStore } from "../../src/updates/slots-folder.ts";
 
 const FILE = randomBytes(300_000);
 const TARGET = { length: FILE.length, hashes: { sha256: toHex(sha256(FILE)) } };
@@ -45,7 +46,7 @@ const seen: Array<string | undefined> = [];
 const seenHeaders: Array<Record<string, unknown>> = [];
 let server: Server;
 let base: string;
-const transport = createNodeStreamingTransport({ timeoutMs: 5000 });
+const transport = createNodeTransport({ timeoutMs: 5000 });
 
 beforeAll(async () => {
   server = createServer((req, res) => {

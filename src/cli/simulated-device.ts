@@ -1,0 +1,163 @@
+/**
+ * A simulated managed handset for the CLI and the demo: the SDK's parts put together the way a
+ * device maker's client would put them — a device wrapper around the manufacturer's key file, a
+ * keystore, the management client (signed requests, dynamic keys from notifications), and the
+ * updater writing an A/B slot store.
+ *
+ * Its "radio" is the server's built-in SMS centre (the outbox gateway): texts to the device's number
+ * are read through `GET /v1/sms/outbox`, which needs the admin token — the simulator stands in for a
+ * network that only the operator runs. A real handset gets the same texts from its modem.
+ */
+import { HandsafeError } from "../core/errors.ts";
+import type { ServerAddress } from "../handset/handset.ts";
+import type { HttpClient } from "../handset/http-client.ts";
+import { type Keystore, MemoryKeystore } from "../handset/keystore.ts";
+import { createNodeTransport } from "../handset/node-transport.ts";
+import { type DeviceWrapper, fromKeyFile } from "../management/device-wrapper.ts";
+import { ManagementClient } from "../management/handset.ts";
+import type { DeviceKeyFile } from "../management/protocol.ts";
+import type { SmsOutcome } from "../management/sms-processor.ts";
+import { MemoryPartialStore, type PartialStore } from "../updates/download.ts";
+import { type CheckOptions, type UpdateOutcome, Updater } from "../updates/handset.ts";
+import type { SlotStore } from "../updates/slots.ts";
+
+export interface Text {
+  id: string;
+  from: string;
+  text: string;
+}
+
+/**
+ * The texts the built-in SMS centre holds for one number, read in order: `read()` returns those
+ * not yet read (possibly none), `next()` waits for the next one.
+ */
+export class OutboxRadio {
+  #after: string | undefined;
+
+  constructor(
+    private readonly admin: HttpClient,
+    readonly msisdn: string,
+    private readonly options: { pollMs?: number; timeoutMs?: number } = {},
+  ) {}
+
+  /** Starts after the texts already there (a device switched on now has not seen them). */
+  async skipExisting(): Promise<void> {
+    for (;;) {
+      const texts = await this.#page();
+      if (texts.length === 0) return;
+      this.#after = texts.at(-1)!.id;
+    }
+  }
+
+  async read(): Promise<Text[]> {
+    const out: Text[] = [];
+    for (;;) {
+      const texts = await this.#page();
+      if (texts.length === 0) return out;
+      out.push(...texts);
+      this.#after = texts.at(-1)!.id;
+    }
+  }
+
+  async next(): Promise<Text> {
+    const deadline = Date.now() + (this.options.timeoutMs ?? 10_000);
+    for (;;) {
+      const texts = await this.#page(1);
+      if (texts.length > 0) {
+        this.#after = texts[0]!.id;
+        return texts[0]!;
+      }
+      if (Date.now() > deadline)
+        throw new HandsafeError("device.no_text", `no text arrived for ${this.msisdn}`, { status: 0 });
+      await new Promise((r) => setTimeout(r, this.options.pollMs ?? 50));
+    }
+  }
+
+  async #page(limit = 100): Promise<Text[]> {
+    const q = new URLSearchParams({ to: this.msisdn, limit: String(limit) });
+    if (this.#after) q.set("after", this.#after);
+    const res = await this.admin.get<{ texts: Text[] }>(`/v1/sms/outbox?${q}`);
+    return res.body.texts;
+  }
+}
+
+export interface SimulatedDeviceOptions {
+  server: ServerAddress;
+  keyFile: DeviceKeyFile | string;
+  msisdn: string;
+  /** Reads the built-in SMS centre (see the module comment). */
+  admin: HttpClient;
+  slots: SlotStore;
+  keystore?: Keystore;
+  partial?: PartialStore;
+  /** Passed to the updater: how often the download percent is reported (default 25). */
+  percentStep?: number;
+  radioTimeoutMs?: number;
+}
+
+export class SimulatedDevice {
+  readonly device: DeviceWrapper;
+  readonly management: ManagementClient;
+  readonly updater: Updater;
+  readonly radio: OutboxRadio;
+  readonly keystore: Keystore;
+  readonly #transport: ReturnType<typeof createNodeTransport>;
+
+  constructor(options: SimulatedDeviceOptions) {
+    if (!options.server.pin)
+      throw new HandsafeError("cli.no_pin", "a simulated device pins its server: give the pin", {
+        status: 0,
+      });
+    this.device = fromKeyFile(options.keyFile);
+    this.keystore = options.keystore ?? new MemoryKeystore();
+    this.radio = new OutboxRadio(options.admin, options.msisdn, {
+      ...(options.radioTimeoutMs === undefined ? {} : { timeoutMs: options.radioTimeoutMs }),
+    });
+    this.#transport = createNodeTransport({ pin: options.server.pin });
+    this.management = new ManagementClient({
+      baseUrl: options.server.url,
+      transport: this.#transport,
+      device: this.device,
+      keystore: this.keystore,
+      nextSms: () => this.radio.next(),
+    });
+    this.updater = new Updater({
+      management: this.management,
+      device: this.device,
+      keystore: this.keystore,
+      slots: options.slots,
+      partial: options.partial ?? new MemoryPartialStore(),
+      ...(options.percentStep === undefined ? {} : { percentStep: options.percentStep }),
+    });
+  }
+
+  get deviceId(): string {
+    return this.device.deviceId;
+  }
+
+  /** Feeds every new text to the SMS processor; management notifications store their key. */
+  async receiveTexts(): Promise<SmsOutcome[]> {
+    const outcomes: SmsOutcome[] = [];
+    for (const t of await this.radio.read()) {
+      try {
+        outcomes.push(await this.management.sms.process({ from: t.from, text: t.text }));
+      } catch (e) {
+        // A replayed or forged text is refused and changes nothing; the device carries on.
+        if (!(e instanceof HandsafeError) || !e.code.startsWith("management.notification")) throw e;
+        outcomes.push({ kind: "ignored" });
+      }
+    }
+    return outcomes;
+  }
+
+  /** Wakes on new texts: when a management key arrived, asks for an update and installs it. */
+  async wake(options: CheckOptions = {}): Promise<{ keys: number; outcome: UpdateOutcome | null }> {
+    const keys = (await this.receiveTexts()).filter((o) => o.kind === "management-key").length;
+    if (keys === 0) return { keys, outcome: null };
+    return { keys, outcome: await this.updater.checkAndInstall(options) };
+  }
+
+  close(): void {
+    this.#transport.close();
+  }
+}

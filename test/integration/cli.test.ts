@@ -28,12 +28,19 @@ async function handsafe(
 
 describe("handsafe demo", () => {
   it("alone: a throwaway server, two services activated with matching keys, one revoked", async () => {
-    const { stdout, code } = await handsafe(["demo"]);
+    const { stdout, stderr, code } = await handsafe(["demo"]);
     expect(code).toBe(0);
     expect(stdout.match(/✓ same/g)).toHaveLength(2);
     expect(stdout).toMatch(/server: mail-\w+\s+revoked/);
     expect(stdout).toMatch(/server: contacts-\w+\s+active/);
     expect(stdout).toMatch(/audit chain verified/);
+    // …then the staged update campaign to six simulated handsets, one rolling back.
+    expect(stdout).toMatch(/accepted 6, rejected 1/);
+    expect(stdout.match(/installed\s+running 1\.1\.0/g)).toHaveLength(5);
+    expect(stdout).toMatch(/rolled_back\s+running 1\.0\.0/);
+    expect(stdout).toMatch(/campaign completed: 100% done — installed 5 · rolled_back 1/);
+    // The progress bar goes to stderr (a plain line per step off a terminal) and reaches 100%.
+    expect(stderr).toMatch(/rollout \[#+\] 100\.0%/);
   });
 });
 

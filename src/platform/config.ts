@@ -64,6 +64,8 @@ export interface Config {
   readonly bodyLimit: number;
   /** Requests per minute per client IP; 0 turns rate limiting off. */
   readonly rateLimitPerMinute: number;
+  /** Largest update package an admin may upload, bytes. */
+  readonly maxPackageBytes: number;
   /** Key-exchange requests (unauthenticated) per minute per client address; 0 = off. */
   readonly exchangeRateLimitPerMinute: number;
   readonly tls: {
@@ -120,6 +122,8 @@ export function loadConfig(env: Env = process.env): Config {
   const logLevel = readEnum(get, "HANDSAFE_LOG_LEVEL", LOG_LEVELS, "info", (v) => v.toLowerCase());
   const bodyLimit = readInteger(get, "HANDSAFE_BODY_LIMIT", 65536, 1, 64 * 1024 * 1024);
   const rateLimitPerMinute = readInteger(get, "HANDSAFE_RATE_LIMIT", 600, 0, 1_000_000);
+  // Up to 2^33 - 1 (8 GiB): readInteger takes at most 10 digits, and images beyond that are not phone firmware.
+  const maxPackageBytes = readInteger(get, "HANDSAFE_MAX_PACKAGE_BYTES", 1024 * 1024 * 1024, 1, 2 ** 33 - 1);
   const exchangeRateLimitPerMinute = readInteger(get, "HANDSAFE_EXCHANGE_RATE_LIMIT", 120, 0, 1_000_000);
 
   const certPath = get("HANDSAFE_TLS_CERT");
@@ -176,6 +180,7 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimit,
     rateLimitPerMinute,
     exchangeRateLimitPerMinute,
+    maxPackageBytes,
     tls: Object.freeze(tls),
     masterKey,
     previousMasterKeys: Object.freeze(previousMasterKeys),

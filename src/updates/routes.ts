@@ -18,7 +18,6 @@ import { PackageService, tufPathOf, type UpdatePackage } from "./packages.ts";
 import { TufRepositoryService } from "./repository-service.ts";
 import type { RoleName } from "./tuf/index.ts";
 
-export const DEFAULT_MAX_PACKAGE_BYTES = 1024 * 1024 * 1024;
 /** How often each node checks whether the online TUF roles need re-signing. */
 const REFRESH_INTERVAL_MS = 10 * 60 * 1000;
 const CONTENT_NAME = /^packages\/[0-9a-f]{64}\.pkg_[A-Za-z0-9_-]{16}\.hspkg$/;
@@ -70,28 +69,14 @@ export interface UpdatesService {
 export interface UpdateRoutesDeps {
   blobs: BlobStore;
   management: ManagementRoutes;
-  /** Largest accepted image; default HANDSAFE_MAX_PACKAGE_BYTES or 1 GiB. */
+  /** Largest accepted image; default the config's (HANDSAFE_MAX_PACKAGE_BYTES, 1 GiB). */
   maxPackageBytes?: number;
-}
-
-/** HANDSAFE_MAX_PACKAGE_BYTES: a whole number of bytes, 1 … 2^40. */
-export function maxPackageBytesFrom(env: Record<string, string | undefined> = process.env): number {
-  const raw = env["HANDSAFE_MAX_PACKAGE_BYTES"]?.trim();
-  if (!raw) return DEFAULT_MAX_PACKAGE_BYTES;
-  const n = Number(raw);
-  if (!/^[0-9]{1,13}$/.test(raw) || n < 1 || n > 2 ** 40)
-    throw new HandsafeError(
-      "config.invalid",
-      `HANDSAFE_MAX_PACKAGE_BYTES=${JSON.stringify(raw.slice(0, 40))}: want a whole number of bytes, 1 to 2^40`,
-      { status: 500 },
-    );
-  return n;
 }
 
 export function registerUpdateRoutes(app: App, platform: Platform, deps: UpdateRoutesDeps): UpdatesService {
   const { guards } = platform;
   const management = deps.management.service;
-  const maxPackageBytes = deps.maxPackageBytes ?? maxPackageBytesFrom();
+  const maxPackageBytes = deps.maxPackageBytes ?? platform.config.maxPackageBytes;
   const repository = new TufRepositoryService(platform);
   const packages = new PackageService(platform, {
     blobs: deps.blobs,

@@ -7,6 +7,8 @@ import { isHandsafeError } from "../core/errors.ts";
 import { registerAdminCommands } from "./admin.ts";
 import { registerCampaignCommands } from "./campaigns.ts";
 import { runDemo } from "./demo.ts";
+import { registerDeviceCommands } from "./device.ts";
+import { registerDeviceAdminCommands } from "./devices.ts";
 import { registerHandsetCommands } from "./handset.ts";
 import { runServer } from "./server.ts";
 import { registerUpdateCommands } from "./updates.ts";
@@ -16,6 +18,9 @@ program
   .name("handsafe")
   .description("Secures what passes between mobile handsets and the servers that manage them.")
   .version("0.1.0")
+  // The root's --version only before a command: `admin package-upload --version 1.2.0` and
+  // `device init --version 1.0.0` mean the firmware's version, not the CLI's.
+  .enablePositionalOptions()
   .showHelpAfterError();
 
 program
@@ -46,6 +51,8 @@ registerAdminCommands(program);
 registerHandsetCommands(program);
 registerUpdateCommands(program);
 registerCampaignCommands(program);
+registerDeviceAdminCommands(program);
+registerDeviceCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -7,6 +7,8 @@
  * Its "radio" is the server's built-in SMS centre (the outbox gateway): texts to the device's number
  * are read through `GET /v1/sms/outbox`, which needs the admin token — the simulator stands in for a
  * network that only the operator runs. A real handset gets the same texts from its modem.
+ *
+ * folder-device.ts keeps one such device in a folder between runs, for `handsafe device …`.
  */
 import { HandsafeError } from "../core/errors.ts";
 import type { ServerAddress } from "../handset/handset.ts";
@@ -29,7 +31,9 @@ export interface Text {
 
 /**
  * The texts the built-in SMS centre holds for one number, read in order: `read()` returns those
- * not yet read (possibly none), `next()` waits for the next one.
+ * not yet read (possibly none), `next()` waits for the next one. `cursor` is the id of the last
+ * text taken; a device that keeps it across runs passes it back as `after` and is not handed the
+ * same texts again (a text handed over twice is harmless: the SMS processor refuses the replay).
  */
 export class OutboxRadio {
   #after: string | undefined;
@@ -37,8 +41,15 @@ export class OutboxRadio {
   constructor(
     private readonly admin: HttpClient,
     readonly msisdn: string,
-    private readonly options: { pollMs?: number; timeoutMs?: number } = {},
-  ) {}
+    private readonly options: { pollMs?: number; timeoutMs?: number; after?: string } = {},
+  ) {
+    this.#after = options.after;
+  }
+
+  /** The id of the last text taken, or undefined before the first. */
+  get cursor(): string | undefined {
+    return this.#after;
+  }
 
   /** Starts after the texts already there (a device switched on now has not seen them). */
   async skipExisting(): Promise<void> {
@@ -93,7 +104,17 @@ export interface SimulatedDeviceOptions {
   /** Passed to the updater: how often the download percent is reported (default 25). */
   percentStep?: number;
   radioTimeoutMs?: number;
+  /** The radio starts after this text id (a device that kept its `radio.cursor` from an earlier run). */
+  radioCursor?: string;
 }
+
+/** What became of one text the radio handed over (never its content: a notification carries a key). */
+export type TextReceipt = { id: string; from: string } & (
+  | { kind: "management-key"; keyId: string; counter: number }
+  | { kind: "ignored" }
+  /** A forged, malformed or replayed notification: refused, nothing changed. */
+  | { kind: "refused"; code: string }
+);
 
 export class SimulatedDevice {
   readonly device: DeviceWrapper;
@@ -112,6 +133,7 @@ export class SimulatedDevice {
     this.keystore = options.keystore ?? new MemoryKeystore();
     this.radio = new OutboxRadio(options.admin, options.msisdn, {
       ...(options.radioTimeoutMs === undefined ? {} : { timeoutMs: options.radioTimeoutMs }),
+      ...(options.radioCursor === undefined ? {} : { after: options.radioCursor }),
     });
     this.#transport = createNodeTransport({ pin: options.server.pin });
     this.management = new ManagementClient({
@@ -137,17 +159,30 @@ export class SimulatedDevice {
 
   /** Feeds every new text to the SMS processor; management notifications store their key. */
   async receiveTexts(): Promise<SmsOutcome[]> {
-    const outcomes: SmsOutcome[] = [];
+    return (await this.readTexts()).map((r) =>
+      r.kind === "management-key"
+        ? { kind: r.kind, keyId: r.keyId, counter: r.counter }
+        : { kind: "ignored" },
+    );
+  }
+
+  /** Like receiveTexts, saying for each text what it was, refusals with their code. */
+  async readTexts(): Promise<TextReceipt[]> {
+    const receipts: TextReceipt[] = [];
     for (const t of await this.radio.read()) {
+      const seen = { id: t.id, from: t.from };
       try {
-        outcomes.push(await this.management.sms.process({ from: t.from, text: t.text }));
+        const outcome = await this.management.sms.process({ from: t.from, text: t.text });
+        receipts.push(
+          outcome.kind === "management-key" ? { ...seen, ...outcome } : { ...seen, kind: "ignored" },
+        );
       } catch (e) {
         // A replayed or forged text is refused and changes nothing; the device carries on.
         if (!(e instanceof HandsafeError) || !e.code.startsWith("management.notification")) throw e;
-        outcomes.push({ kind: "ignored" });
+        receipts.push({ ...seen, kind: "refused", code: e.code });
       }
     }
-    return outcomes;
+    return receipts;
   }
 
   /** Wakes on new texts: when a management key arrived, asks for an update and installs it. */

@@ -36,6 +36,22 @@ export const TUF_PATH = "/v1/updates/tuf/";
 export const CONTENT_PATH = "/v1/updates/content/";
 
 export const tufStateEntry = (deviceId: string) => `updates/${deviceId}/tuf-state`;
+/** The last state this device reported, and for which campaign (so a resumed run never goes back). */
+export const reportedStateEntry = (deviceId: string) => `updates/${deviceId}/reported`;
+
+/**
+ * The order of reported states. The server refuses a report that goes back (campaigns.bad_transition),
+ * and a run that resumes — a download cut by a restart, a verified slot not yet switched — would
+ * otherwise report `notified` or `downloading` again.
+ */
+const STATE_RANK: Record<UpdateState, number> = {
+  notified: 1,
+  downloading: 2,
+  verified: 3,
+  installed: 4,
+  failed: 4,
+  rolled_back: 4,
+};
 
 export type UpdateState = "notified" | "downloading" | "verified" | "installed" | "failed" | "rolled_back";
 
@@ -392,6 +408,21 @@ export class Updater {
         state: report.state,
         ...(report.percent === undefined ? {} : { percent: report.percent }),
       });
-    await this.#o.management.request("POST", STATUS_PATH, report);
+    const { keystore, device, management } = this.#o;
+    const entry = reportedStateEntry(device.deviceId);
+    const last = await keystore.get(entry);
+    if (last) {
+      let before: { campaignId?: unknown; state?: unknown } = {};
+      try {
+        before = JSON.parse(fromUtf8(last)) as typeof before;
+      } catch {
+        // An unreadable record is as good as none: the server still refuses a report that goes back.
+      }
+      const rank = STATE_RANK[before.state as UpdateState];
+      if (before.campaignId === report.campaignId && rank !== undefined && STATE_RANK[report.state] < rank)
+        return;
+    }
+    await management.request("POST", STATUS_PATH, report);
+    await keystore.put(entry, utf8(JSON.stringify({ campaignId: report.campaignId, state: report.state })));
   }
 }

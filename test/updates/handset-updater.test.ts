@@ -231,6 +231,53 @@ describe("Updater.checkAndInstall", () => {
     });
   });
 
+  it("a run cut off mid-download (power lost) resumes in the next run without reporting backwards", async () => {
+    const { d, srv, slots, partial } = await setup({ image: V2 });
+    let dead = false;
+    const offline = () => new HandsafeError("transport.unreachable", "no network", { status: 0 });
+    const m = srv.management as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const flaky = {
+      request: (...a: unknown[]) => (dead ? Promise.reject(offline()) : m["request"]!(...a)),
+      requestRaw: (...a: unknown[]) => (dead ? Promise.reject(offline()) : m["requestRaw"]!(...a)),
+      async requestStream(...a: unknown[]) {
+        if (dead) throw offline();
+        const res = (await m["requestStream"]!(...a)) as { body: AsyncIterable<Uint8Array> };
+        return {
+          ...res,
+          body: (async function* () {
+            for await (const whole of res.body) {
+              yield whole.subarray(0, whole.length >> 1);
+              dead = true; // the device loses power halfway through
+              throw offline();
+            }
+          })(),
+        };
+      },
+    } as unknown as ManagementClient;
+    const updater = (management: ManagementClient) =>
+      new Updater({
+        management,
+        device: d.device,
+        keystore: d.keystore,
+        slots,
+        partial,
+        download: { retryDelayMs: 0 },
+      });
+    const first = await updater(flaky).checkAndInstall();
+    expect(first).toMatchObject({ status: "failed" });
+    expect(states(srv.reports)).toEqual(["notified", "downloading"]); // the failure never got out
+    expect(await partial.size()).toBeGreaterThan(0);
+
+    srv.reports.length = 0;
+    dead = false;
+    const second = await updater(srv.management).checkAndInstall();
+    expect(second).toMatchObject({ status: "installed", version: "2.0.0" });
+    // No "notified" again: the server would refuse it after "downloading" (campaigns.bad_transition).
+    expect(states(srv.reports)[0]).toBe("downloading");
+    expect(states(srv.reports).slice(-2)).toEqual(["verified", "installed"]);
+    expect((await slots.meta(await slots.active()))?.sha256).toBe(toHex(sha256(V2)));
+  });
+
   it("outside its install window it waits and reports nothing", async () => {
     const { srv, updater } = await setup({ image: V2, window: { startHourUtc: 2, endHourUtc: 4 } });
     const outcome = await updater.checkAndInstall({ now: new Date("2030-01-01T12:00:00Z") });

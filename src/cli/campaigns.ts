@@ -88,7 +88,7 @@ export function countsLine(byState: Record<string, number>): string {
 
 function summary(c: CampaignStatus): string {
   const stage = `stage ${c.currentStage + 1}/${c.stages.length} (${c.currentPercent}%)`;
-  const paused = c.pauseReason ? ` — paused: ${String(c.pauseReason["reason"] ?? "")}` : "";
+  const paused = c.state === "paused" && c.pauseReason ? ` — paused: ${String(c.pauseReason["reason"] ?? "")}` : "";
   return [
     `${c.name} (${c.id}): ${c.state}, ${stage}${paused}`,
     `  ${c.progress.percentDone}% done of ${c.progress.total} devices`,

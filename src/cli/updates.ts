@@ -63,6 +63,32 @@ function parseJson(text: string, what: string): unknown {
   }
 }
 
+/** A readable regular file's size, or cli.file_unreadable naming the file. */
+function fileSize(file: string): number {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(file);
+  } catch (e) {
+    throw unreadable(file, e);
+  }
+  if (!st.isFile()) throw new HandsafeError("cli.file_unreadable", `${file} is not a file`);
+  return st.size;
+}
+
+function readText(file: string, what: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    throw unreadable(file, e, what);
+  }
+}
+
+function unreadable(file: string, e: unknown, what = "the file"): HandsafeError {
+  const code = (e as { code?: unknown }).code;
+  const why = code === "ENOENT" ? "it does not exist" : code === "EACCES" ? "permission denied" : String(code);
+  return new HandsafeError("cli.file_unreadable", `cannot read ${what} ${file}: ${why}`);
+}
+
 // --- streaming upload ---------------------------------------------------------------------------
 
 export interface UploadParams {
@@ -116,7 +142,7 @@ export async function uploadPackage(
   params: UploadParams,
   onProgress?: (sent: number, total: number) => void,
 ): Promise<UpdatePackage> {
-  const size = statSync(file).size;
+  const size = fileSize(file);
   const url = new URL(`${server.url.replace(/\/+$/, "")}/v1/admin/updates/packages`);
   url.searchParams.set("version", params.version);
   url.searchParams.set("models", params.models.join(","));
@@ -209,7 +235,7 @@ export function registerUpdateCommands(program: Command): void {
           max?: string;
         },
       ) => {
-        const bar = createProgressBar({ label: "upload", total: statSync(o.file).size });
+        const bar = createProgressBar({ label: "upload", total: fileSize(o.file) });
         const pkg = await uploadPackage(
           resolveServer(o),
           resolveAdminToken(o),
@@ -284,7 +310,7 @@ export function registerUpdateCommands(program: Command): void {
     .option("--signature-only", "print only {keyid, sig}")
     .action(async (o: { key: string; signatureOnly?: boolean }) => {
       const text = await readStdin();
-      const keyFile = parseJson(readFileSync(o.key, "utf8"), "the key file") as ExportedRootKey;
+      const keyFile = parseJson(readText(o.key, "the root key file"), "the key file") as ExportedRootKey;
       const signed = signRootOffline(text, keyFile);
       describeRoot(signed.signed);
       const mine = signed.signatures.find((s) => s.keyid === keyFile.keyid);

@@ -146,5 +146,11 @@ describe("handsafe admin and handset against a running server", () => {
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/^error \[activation\.invalid_service_uid\]/);
     expect(bad.stderr).not.toMatch(/\n\s+at /);
+    const missing = await handsafe(
+      ["admin", "package-upload", "--file", join(dir, "no-such.img"), "--version", "1.0.0", "--models", "X"],
+      env,
+    );
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/^error \[cli\.file_unreadable\]: .*no-such\.img: it does not exist/);
   });
 });

@@ -2,12 +2,13 @@
 import { benchActivation } from "./activation.ts";
 import { benchCrypto } from "./crypto.ts";
 import type { BenchResult } from "./types.ts";
+import { benchUpdates } from "./updates.ts";
 
 function print(results: BenchResult[]): void {
   for (const r of results) {
     const value = `${r.value >= 100 ? r.value.toFixed(0) : r.value.toFixed(2)} ${r.unit}`;
     const ceiling = r.ceiling
-      ? `   ceiling: ${r.ceiling.name} = ${r.ceiling.value.toFixed(0)}   ratio ${r.ratio!.toFixed(2)}`
+      ? `   ceiling: ${r.ceiling.name} = ${r.ceiling.value.toFixed(0)}   ratio ${r.ratio! < 0.1 ? r.ratio!.toFixed(3) : r.ratio!.toFixed(2)}`
       : "";
     console.log(`  ${r.name.padEnd(58)} ${value.padStart(22)}${ceiling}`);
   }
@@ -18,3 +19,5 @@ console.log("crypto");
 print(await benchCrypto());
 console.log("\nactivation over HTTPS");
 print(await benchActivation());
+console.log("\nupdates");
+print(await benchUpdates());

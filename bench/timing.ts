@@ -1,0 +1,36 @@
+/** Timing helpers shared by the update benchmarks. */
+
+/** MB/s (10^6 bytes per second), as network and disk figures are quoted. */
+export const mbPerSecond = (bytes: number, ms: number): number => bytes / 1e6 / (ms / 1000);
+
+/** Milliseconds `fn` took. */
+export function timed(fn: () => void): number {
+  const start = performance.now();
+  fn();
+  return performance.now() - start;
+}
+
+export async function timedAsync(fn: () => Promise<unknown>): Promise<number> {
+  const start = performance.now();
+  await fn();
+  return performance.now() - start;
+}
+
+/**
+ * The fastest of `rounds` runs of each measurement, in milliseconds: on a shared machine the
+ * fastest run is the least disturbed one. The order rotates every round, so that no measurement
+ * always runs first or always follows the same one.
+ */
+export async function bestOfRounds<K extends string>(
+  rounds: number,
+  runs: Record<K, () => Promise<number>>,
+): Promise<Record<K, number>> {
+  const names = Object.keys(runs) as K[];
+  const best = Object.fromEntries(names.map((n) => [n, Number.POSITIVE_INFINITY])) as Record<K, number>;
+  for (let r = 0; r < rounds; r++)
+    for (let i = 0; i < names.length; i++) {
+      const name = names[(i + r) % names.length]!;
+      best[name] = Math.min(best[name], await runs[name]());
+    }
+  return best;
+}

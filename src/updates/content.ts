@@ -74,12 +74,15 @@ export async function* encryptContent(
     seen += piece.length;
     if (seen > plaintextLength)
       throw new HandsafeError("updates.content_length", "more plaintext than the declared length");
-    pending = pending.length === 0 ? piece : concatBytes(pending, piece);
-    while (pending.length >= chunkSize && index < totalChunks - 1) {
-      yield chachaSeal(key, nonce(index, false), pending.subarray(0, chunkSize), h);
-      pending = pending.slice(chunkSize);
+    // Walk a large piece by offset; only the leftover (< one chunk) is copied.
+    const data = pending.length === 0 ? piece : concatBytes(pending, piece);
+    let at = 0;
+    while (data.length - at >= chunkSize && index < totalChunks - 1) {
+      yield chachaSeal(key, nonce(index, false), data.subarray(at, at + chunkSize), h);
+      at += chunkSize;
       index++;
     }
+    pending = data.slice(at);
   }
   if (seen !== plaintextLength)
     throw new HandsafeError("updates.content_length", "less plaintext than the declared length");
@@ -102,18 +105,25 @@ export class ContentDecryptor {
   constructor(private readonly key: Uint8Array) {}
 
   update(piece: Uint8Array): Uint8Array[] {
-    this.buffer = this.buffer.length === 0 ? piece : concatBytes(this.buffer, piece);
+    // Only the leftover (less than one chunk) is ever copied: a large piece is walked by offset,
+    // so the cost stays linear whatever size the pieces come in.
+    const data = this.buffer.length === 0 ? piece : concatBytes(this.buffer, piece);
+    let at = 0;
     const out: Uint8Array[] = [];
     if (!this.header) {
-      if (this.buffer.length < HEADER_LENGTH) return out;
-      this.readHeader(this.buffer.subarray(0, HEADER_LENGTH));
-      this.buffer = this.buffer.slice(HEADER_LENGTH);
+      if (data.length < HEADER_LENGTH) {
+        this.buffer = data.slice();
+        return out;
+      }
+      this.readHeader(data.subarray(0, HEADER_LENGTH));
+      at = HEADER_LENGTH;
     }
     const full = this.chunkSize + TAG;
-    while (this.index < this.totalChunks - 1 && this.buffer.length >= full) {
-      out.push(this.open(this.buffer.subarray(0, full), false));
-      this.buffer = this.buffer.slice(full);
+    while (this.index < this.totalChunks - 1 && data.length - at >= full) {
+      out.push(this.open(data.subarray(at, at + full), false));
+      at += full;
     }
+    this.buffer = data.slice(at);
     return out;
   }
 

@@ -85,7 +85,8 @@ function readText(file: string, what: string): string {
 
 function unreadable(file: string, e: unknown, what = "the file"): HandsafeError {
   const code = (e as { code?: unknown }).code;
-  const why = code === "ENOENT" ? "it does not exist" : code === "EACCES" ? "permission denied" : String(code);
+  const why =
+    code === "ENOENT" ? "it does not exist" : code === "EACCES" ? "permission denied" : String(code);
   return new HandsafeError("cli.file_unreadable", `cannot read ${what} ${file}: ${why}`);
 }
 
@@ -151,7 +152,21 @@ export async function uploadPackage(
   if (params.min) url.searchParams.set("min", params.min);
   if (params.max) url.searchParams.set("max", params.max);
   const socket = server.pin ? await pinnedSocket(url, server.pin) : undefined;
-  return new Promise((resolve, reject) => {
+  const input = createReadStream(file, { highWaterMark: 256 * 1024 });
+  return new Promise((resolveOnce, rejectOnce) => {
+    let settled = false;
+    const resolve = (v: UpdatePackage) => {
+      if (settled) return;
+      settled = true;
+      resolveOnce(v);
+    };
+    const reject = (e: unknown) => {
+      if (settled) return;
+      settled = true;
+      rejectOnce(e);
+    };
+    let answered = false;
+    let continued = false;
     const request = https.request(
       url,
       {
@@ -161,10 +176,15 @@ export async function uploadPackage(
           "content-type": "application/octet-stream",
           "content-length": String(size),
           accept: "application/json",
+          // The server checks the request first and says 100 Continue; a refusal comes before the body.
+          expect: "100-continue",
         },
         ...(socket ? { createConnection: () => socket } : {}),
       },
       (response) => {
+        answered = true;
+        // Refused before the go-ahead: the body is not sent at all.
+        if (!continued) response.on("end", () => request.destroy());
         const chunks: Buffer[] = [];
         response.on("data", (c: Buffer) => chunks.push(c));
         response.on("error", reject);
@@ -194,19 +214,30 @@ export async function uploadPackage(
         });
       },
     );
-    request.on("error", (e) =>
-      reject(
-        e instanceof HandsafeError ? e : new HandsafeError("transport.unreachable", e.message, { status: 0 }),
-      ),
-    );
-    let sent = 0;
-    const input = createReadStream(file, { highWaterMark: 256 * 1024 });
-    input.on("data", (chunk) => {
-      sent += chunk.length;
-      onProgress?.(sent, size);
+    request.on("error", (e) => {
+      input.unpipe(request);
+      input.destroy();
+      const fail = () =>
+        reject(
+          e instanceof HandsafeError
+            ? e
+            : new HandsafeError("transport.unreachable", e.message, { status: 0 }),
+        );
+      // A server that refuses early (unknown model, too large) answers and closes while the body is
+      // still going out: the write fails (EPIPE), but its answer is the one to report.
+      setTimeout(fail, answered ? 5000 : 500).unref();
     });
+    let sent = 0;
     input.on("error", (e) => request.destroy(e));
-    input.pipe(request);
+    request.on("continue", () => {
+      continued = true;
+      // Only now: a "data" listener would start the file flowing before anyone takes it.
+      input.on("data", (chunk) => {
+        sent += chunk.length;
+        onProgress?.(sent, size);
+      });
+      input.pipe(request);
+    });
   });
 }
 

@@ -12,7 +12,7 @@ import { signedRouteHooks, verifiedDevice } from "../management/device-signature
 import type { ManagementRoutes } from "../management/routes.ts";
 import type { BlobStore } from "../platform/blobs/types.ts";
 import type { Platform } from "../platform/context.ts";
-import type { App } from "../platform/http/app.ts";
+import { type App, continueWhenRead, deferContinue } from "../platform/http/app.ts";
 import { wrapContentKey } from "./content.ts";
 import { PackageService, tufPathOf, type UpdatePackage } from "./packages.ts";
 import { TufRepositoryService } from "./repository-service.ts";
@@ -122,6 +122,7 @@ export function registerUpdateRoutes(app: App, platform: Platform, deps: UpdateR
   }
 
   // --- upload: the body is the raw image stream ---------------------------------------------------
+  deferContinue("POST", "/v1/admin/updates/packages");
   void app.register(async (scope: FastifyInstance) => {
     // Hands the raw request stream to the route; the route counts and limits it.
     scope.addContentTypeParser("application/octet-stream", (_request, payload, done) => done(null, payload));
@@ -168,7 +169,9 @@ export function registerUpdateRoutes(app: App, platform: Platform, deps: UpdateR
           min?: string;
           max?: string;
         };
-        const body = request.body as AsyncIterable<Uint8Array> | undefined;
+        const raw = request.body as AsyncIterable<Uint8Array> | undefined;
+        // A client that sent Expect: 100-continue sends the image only once the checks passed.
+        const body = raw && continueWhenRead(request, reply, raw);
         const pkg = await audited(
           actor,
           "updates.package_upload",

@@ -247,7 +247,8 @@ describe.each(databaseKinds)("update packages on %s", (kind) => {
         0,
         path,
         {},
-        `/v1/updates/content/${pkg1.fileName.replace(/^packages\/./, "packages/0")}`,
+        // Another first hex digit than the real one (a fixed "0" was the real one 1 time in 16).
+        `/v1/updates/content/${pkg1.fileName.replace(/^packages\/(.)/, (_m, c: string) => `packages/${c === "0" ? "1" : "0"}`)}`,
       );
       expect(moved.status).toBe(401);
       expect(JSON.parse(fromUtf8(moved.body)).error.code).toMatch(/^signature\./);

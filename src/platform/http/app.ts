@@ -31,6 +31,36 @@ export interface HttpAppOptions {
   publicUrl: string;
 }
 
+/**
+ * Routes (method + path, without query) that answer `Expect: 100-continue` themselves, once the
+ * request passed their checks (see `continueWhenRead`). Every other route sends it at once.
+ */
+const deferredContinue = new Set<string>();
+
+export function deferContinue(method: string, path: string): void {
+  deferredContinue.add(`${method.toUpperCase()} ${path}`);
+}
+
+/**
+ * RFC 9110 §10.1.1: a client that sent `Expect: 100-continue` holds the body back until it hears
+ * 100. Wrapping a streamed body with this sends the 100 when the route first reads the body — after
+ * its checks, so a refused upload is refused before a byte of it travels.
+ */
+export function continueWhenRead(
+  request: { headers: Record<string, unknown>; raw: { headers: Record<string, unknown> } },
+  reply: { raw: { writeContinue(): void } },
+  body: AsyncIterable<Uint8Array>,
+): AsyncIterable<Uint8Array> {
+  const expects = String(request.headers["expect"] ?? "").toLowerCase() === "100-continue";
+  if (!expects) return body;
+  return {
+    async *[Symbol.asyncIterator]() {
+      reply.raw.writeContinue();
+      yield* body;
+    },
+  };
+}
+
 export async function createHttpApp(options: HttpAppOptions): Promise<App> {
   const app = Fastify({
     ...(options.tls ? { https: { cert: options.tls.cert, key: options.tls.key } } : {}),
@@ -45,6 +75,12 @@ export async function createHttpApp(options: HttpAppOptions): Promise<App> {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     return503OnClosing: true,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+
+  app.server.on("checkContinue", (req, res) => {
+    const path = (req.url ?? "").split("?")[0];
+    if (!deferredContinue.has(`${req.method} ${path}`)) res.writeContinue();
+    app.server.emit("request", req, res);
+  });
 
   app.setErrorHandler(errorHandler);
   // HTML forms (the browser sign-in page) post urlencoded bodies; the same schemas check them.

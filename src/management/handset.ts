@@ -2,8 +2,9 @@
  * The handset side of the management channel (the SDK): every request is signed (RFC 9421,
  * hmac-sha256) with the session key derived from the device's static key (inside its device
  * wrapper) and the current dynamic key (from the keystore). When the server answers that the
- * dynamic key expired or is used up, the client waits for the fresh notification SMS, processes
- * it, and retries once.
+ * dynamic key expired or is used up, the client waits for the fresh notification — by SMS
+ * (`nextSms`) or over the push stream (`openPush`, push.ts), whichever brings it first —
+ * processes it, and retries once.
  */
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
@@ -16,11 +17,12 @@ import type {
 import type { Keystore } from "../handset/keystore.ts";
 import type { DeviceWrapper } from "./device-wrapper.ts";
 import { deriveSessionKey, signRequest } from "./protocol.ts";
-import { createSmsProcessor, readDynamicKey, type SmsProcessor } from "./sms-processor.ts";
+import { PushSubscriber, type PushSubscriberOptions } from "./push.ts";
+import { createSmsProcessor, readDynamicKey, type SmsOutcome, type SmsProcessor } from "./sms-processor.ts";
 
 export { signRequest };
 
-/** Codes after which a fresh dynamic key is on its way by SMS. */
+/** Codes after which a fresh dynamic key is on its way (by SMS or push). */
 const RENEW_CODES = new Set([
   "management.dynamic_key_expired",
   "management.dynamic_key_exhausted",
@@ -33,7 +35,10 @@ export interface ManagementClientOptions {
   transport: HttpTransport;
   device: DeviceWrapper;
   keystore: Keystore;
-  /** Resolves with the next text the handset receives (the SMS inbox). */
+  /**
+   * Resolves with the next text the handset receives (the SMS inbox). A handset without SMS, which
+   * gets its keys over push only, may pass `() => new Promise(() => {})`.
+   */
   nextSms: () => Promise<{ from: string; text: string }>;
   /** How many non-management texts to skip while waiting for a key (default 5). */
   maxSkippedTexts?: number;
@@ -63,10 +68,20 @@ function isStreaming(t: HttpTransport): t is StreamingHttpTransport {
   return typeof (t as Partial<StreamingHttpTransport>).stream === "function";
 }
 
+type SmsResult = { sms: { from: string; text: string } } | { error: unknown };
+
 export class ManagementClient {
   readonly sms: SmsProcessor;
   private readonly baseUrl: string;
   private readonly clock: () => number;
+  /** Keys received so far (any channel); a wait for "the next key" compares against this. */
+  #arrivals = 0;
+  #latestKeyId: string | undefined;
+  readonly #arrivalWaiters = new Set<() => void>();
+  /** At most one nextSms() is outstanding; a text it brings while nobody waits is kept here. */
+  #smsPull: Promise<void> | undefined;
+  #smsKept: { from: string; text: string } | undefined;
+  readonly #smsWaiters: Array<(r: SmsResult) => void> = [];
 
   constructor(private readonly options: ManagementClientOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, "");
@@ -74,30 +89,123 @@ export class ManagementClient {
     this.sms = createSmsProcessor({ device: options.device, keystore: options.keystore, clock: this.clock });
   }
 
-  /** Waits for texts until a management key arrives (ordinary texts are skipped). */
-  async awaitDynamicKey(): Promise<string> {
+  /**
+   * A notification from any channel — the push subscriber hands each event's text here; SMS texts
+   * pass through here too. The SMS processor opens it, refuses forgeries and replays (counter), and
+   * stores the key; a key that arrives ends any awaitDynamicKey in progress.
+   */
+  async receive(message: { from: string; text: string }): Promise<SmsOutcome> {
+    const outcome = await this.sms.process(message);
+    if (outcome.kind === "management-key") {
+      this.#arrivals++;
+      this.#latestKeyId = outcome.keyId;
+      for (const wake of [...this.#arrivalWaiters]) wake();
+    }
+    return outcome;
+  }
+
+  /**
+   * A push subscriber for this client (push.ts): it feeds every pushed notification to `receive`.
+   * The transport must stream (the Node transport does); call `close()` on the subscriber to stop.
+   */
+  openPush(
+    options: Partial<Omit<PushSubscriberOptions, "device" | "keystore" | "deliver">> = {},
+  ): PushSubscriber {
+    const { transport } = this.options;
+    const streaming = options.transport ?? (isStreaming(transport) ? transport : undefined);
+    if (!streaming)
+      throw new HandsafeError("transport.invalid_options", "push needs a streaming transport", { status: 0 });
+    return new PushSubscriber({
+      baseUrl: this.baseUrl,
+      clock: this.clock,
+      ...options,
+      transport: streaming,
+      device: this.options.device,
+      keystore: this.options.keystore,
+      deliver: (message) => this.receive(message),
+    }).start();
+  }
+
+  /** Waits until a management key arrives — the next SMS that carries one, or a pushed one. */
+  awaitDynamicKey(): Promise<string> {
+    return this.#keyArrivedSince(this.#arrivals);
+  }
+
+  /** Resolves at once when a key arrived after `seen` keys (e.g. pushed while a request was out). */
+  async #keyArrivedSince(seen: number): Promise<string> {
     const limit = this.options.maxSkippedTexts ?? 5;
-    for (let i = 0; i <= limit; i++) {
+    let skipped = 0;
+    for (;;) {
+      if (this.#arrivals > seen && this.#latestKeyId !== undefined) return this.#latestKeyId;
+      const sms = await this.#nextSmsOrArrival();
+      if (sms === undefined) continue;
       try {
-        const outcome = await this.sms.process(await this.options.nextSms());
+        const outcome = await this.receive(sms);
         if (outcome.kind === "management-key") return outcome.keyId;
       } catch (e) {
         // A text delivered twice (SMS centres do that) is refused and skipped; anything else stops.
         if (!(e instanceof HandsafeError) || e.code !== "management.notification_replayed") throw e;
       }
+      if (++skipped > limit)
+        throw new HandsafeError("management.no_dynamic_key", "no management notification arrived", {
+          status: 0,
+        });
     }
-    throw new HandsafeError("management.no_dynamic_key", "no management notification arrived", { status: 0 });
+  }
+
+  /** The next SMS, or undefined as soon as a key arrives by another way (the SMS is kept for later). */
+  #nextSmsOrArrival(): Promise<{ from: string; text: string } | undefined> {
+    return new Promise((resolve, reject) => {
+      const kept = this.#smsKept;
+      if (kept) {
+        this.#smsKept = undefined;
+        resolve(kept);
+        return;
+      }
+      const waiter = (r: SmsResult) => {
+        this.#arrivalWaiters.delete(wake);
+        if ("error" in r) reject(r.error);
+        else resolve(r.sms);
+      };
+      const wake = () => {
+        this.#arrivalWaiters.delete(wake);
+        const at = this.#smsWaiters.indexOf(waiter);
+        if (at >= 0) this.#smsWaiters.splice(at, 1);
+        resolve(undefined);
+      };
+      this.#arrivalWaiters.add(wake);
+      this.#smsWaiters.push(waiter);
+      this.#pullSms();
+    });
+  }
+
+  #pullSms(): void {
+    if (this.#smsPull) return;
+    this.#smsPull = this.options.nextSms().then(
+      (sms) => this.#smsSettled({ sms }),
+      (error: unknown) => this.#smsSettled({ error }),
+    );
+  }
+
+  #smsSettled(r: SmsResult): void {
+    this.#smsPull = undefined;
+    const waiter = this.#smsWaiters.shift();
+    if (waiter) waiter(r);
+    // Nobody waits any more (a pushed key came first): keep the text; a failure nobody saw is dropped.
+    else if ("sms" in r) this.#smsKept = r.sms;
+    if (this.#smsWaiters.length > 0) this.#pullSms();
   }
 
   /** A signed request; JSON in and out. Errors come back as HandsafeError with the server's code. */
   async request<T = unknown>(method: string, path: string, json?: unknown): Promise<ManagementResponse<T>> {
     if (!(await readDynamicKey(this.options.keystore, this.options.device.deviceId)))
       await this.awaitDynamicKey();
+    const seen = this.#arrivals;
     try {
       return await this.send<T>(method, path, json);
     } catch (e) {
       if (!(e instanceof HandsafeError) || !RENEW_CODES.has(e.code)) throw e;
-      await this.awaitDynamicKey();
+      await this.#keyArrivedSince(seen);
       return this.send<T>(method, path, json);
     }
   }
@@ -177,11 +285,12 @@ export class ManagementClient {
     if (!signed) return run();
     if (!(await readDynamicKey(this.options.keystore, this.options.device.deviceId)))
       await this.awaitDynamicKey();
+    const seen = this.#arrivals;
     try {
       return await run();
     } catch (e) {
       if (!(e instanceof HandsafeError) || !RENEW_CODES.has(e.code)) throw e;
-      await this.awaitDynamicKey();
+      await this.#keyArrivedSince(seen);
       return run();
     }
   }

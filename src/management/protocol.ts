@@ -24,6 +24,7 @@ export const LABELS = {
   notificationKek: "handsafe/v1/management/notification-kek",
   notificationAad: "handsafe/v1/management/notification",
   session: "handsafe/v1/management/session",
+  pushAuth: "handsafe/v1/management/push-auth",
 } as const;
 
 export const DYNAMIC_KEY_BYTES = 32;
@@ -81,6 +82,13 @@ export class SessionKey extends KeyMaterial {
   }
 }
 
+/** The HMAC key that authenticates a push subscription: from the static key alone (see derivePushAuthKey). */
+export class PushAuthKey extends KeyMaterial {
+  constructor(bytes: Uint8Array) {
+    super(bytes, "a push authentication key");
+  }
+}
+
 export function newDeviceId(): string {
   return `dev_${toBase64url(randomBytes(12))}`;
 }
@@ -120,6 +128,38 @@ export function deriveSessionKey(
   } finally {
     ikm.fill(0);
   }
+}
+
+/**
+ * Push authentication key = HKDF-SHA256(IKM = static key, salt = none,
+ *                                      info = lp(push-auth label) ‖ lp(device id)), 32 bytes.
+ * It needs no dynamic key on purpose: the push stream exists to deliver a fresh dynamic key when
+ * the handset's one has expired or is used up. Its own label keeps it independent of the KEK and of
+ * every session key (docs/protocols/management.md §Push channel).
+ */
+export function derivePushAuthKey(staticKey: Uint8Array, deviceId: string): PushAuthKey {
+  checkStaticKey(staticKey);
+  const info = lengthPrefixed(utf8(LABELS.pushAuth), utf8(deviceId));
+  const bytes = hkdfSha256(staticKey, undefined, info, 32);
+  try {
+    return new PushAuthKey(bytes);
+  } finally {
+    bytes.fill(0);
+  }
+}
+
+/** The RFC 9421 keyid of a push subscription: "push:" ‖ device id (a dynamic key id starts "dk_"). */
+export const PUSH_KEY_ID_PREFIX = "push:";
+
+export function pushKeyId(deviceId: string): string {
+  return PUSH_KEY_ID_PREFIX + deviceId;
+}
+
+/** The device a push keyid names, or undefined when the keyid is not of that form. */
+export function deviceOfPushKeyId(keyId: string): string | undefined {
+  if (!keyId.startsWith(PUSH_KEY_ID_PREFIX)) return undefined;
+  const deviceId = keyId.slice(PUSH_KEY_ID_PREFIX.length);
+  return DEVICE_ID.test(deviceId) ? deviceId : undefined;
 }
 
 function checkStaticKey(key: Uint8Array): void {

@@ -1,6 +1,7 @@
 /**
  * Management's HTTP surface (docs/protocols/management.md): admin provisioning and dynamic keys,
- * and the handset's signed management requests. Parse, authorise, call ManagementService.
+ * the handset's signed management requests and its push stream (push-route.ts). Parse, authorise,
+ * call ManagementService.
  */
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { Type } from "typebox";
@@ -12,6 +13,7 @@ import {
   signedRouteHooks,
   verifiedDevice,
 } from "./device-signature.ts";
+import { registerPushRoute } from "./push-route.ts";
 import { type ManagementDeps, ManagementService } from "./server.ts";
 
 const DeviceId = Type.String({ pattern: "^dev_[A-Za-z0-9_-]{16}$" });
@@ -52,7 +54,10 @@ export function registerManagementRoutes(
   platform: Platform,
   deps: ManagementDeps,
 ): ManagementRoutes {
-  const service = new ManagementService(platform, deps);
+  const service = new ManagementService(platform, {
+    ...deps,
+    onPushError: deps.onPushError ?? ((what, err) => app.log.warn({ err }, `management push: ${what}`)),
+  });
   const { guards } = platform;
 
   async function adminActor(request: FastifyRequest): Promise<string> {
@@ -165,7 +170,8 @@ export function registerManagementRoutes(
     {
       schema: {
         tags: ["management"],
-        summary: "Issue a dynamic key per policy and send it to the device by SMS",
+        summary:
+          "Issue a dynamic key per policy and send it to the device: over its push stream when open, else by SMS",
         security: [{ bearer: [] }],
         params: Type.Object({ deviceId: DeviceId }),
         body: Type.Object(
@@ -184,6 +190,7 @@ export function registerManagementRoutes(
             expiresAt: Type.Integer(),
             maxUses: Type.Integer(),
             messageId: Type.String(),
+            channel: Type.Union([Type.Literal("sms"), Type.Literal("push")]),
           }),
         },
       },
@@ -223,6 +230,8 @@ export function registerManagementRoutes(
     },
     async (request) => ({ ok: true as const, ...verifiedDevice(request), echo: request.body.echo }),
   );
+
+  registerPushRoute(typed, service);
 
   return { service, requireDeviceSignature: signed.preHandler[0]!, captureSignedBody };
 }

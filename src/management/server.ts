@@ -1,6 +1,7 @@
 /**
  * The management service: the protocol core (protocol.ts) over the platform's storage, keyring,
- * audit log and an SmsGateway. Routes (routes.ts) only parse, authorise and call these.
+ * audit log, an SmsGateway and the push channel (push-channel.ts). Routes (routes.ts,
+ * push-route.ts) only parse, authorise and call these.
  */
 import type { Kysely } from "kysely";
 import { randomBytes, randomToken } from "../core/crypto/random.ts";
@@ -12,14 +13,18 @@ import {
   type DeviceRecordInput,
   DynamicKey,
   type DynamicKeyPolicy,
+  derivePushAuthKey,
   deriveSessionKey,
+  deviceOfPushKeyId,
   dynamicKeyRefusal,
   KEY_ID,
   makeKeyFile,
   newDeviceId,
   newKeyId,
   type ParsedSignature,
+  PUSH_SIGNATURE_TAG,
   parseProvisioningBatch,
+  parseRequestSignature,
   resolvePolicy,
   type SessionPurpose,
   SIGNATURE_WINDOW_SECONDS,
@@ -28,6 +33,8 @@ import {
   sealDynamicKeyNotification,
   verifyRequestSignature,
 } from "./protocol.ts";
+import { PushChannel, type PushSettings } from "./push-channel.ts";
+import type { PushNotification } from "./push-protocol.ts";
 import * as store from "./store.ts";
 
 type Db = Kysely<store.ManagementTables>;
@@ -36,7 +43,14 @@ export interface ManagementDeps {
   sms: SmsGateway;
   /** Written into the handset key files so a device knows where (and which key) to trust. */
   server?: { url: string; pin?: string };
+  /** The push channel's timings (docs/protocols/management.md §Push channel); defaults otherwise. */
+  push?: PushSettings;
+  /** Where the push relay reports trouble it recovers from (a dropped LISTEN connection, …). */
+  onPushError?: (what: string, err: unknown) => void;
 }
+
+/** How a notification reached the device. */
+export type NotificationChannel = "sms" | "push";
 
 export interface DeviceInfo {
   id: string;
@@ -72,7 +86,9 @@ export interface IssuedDynamicKey {
   counter: number;
   expiresAt: number;
   maxUses: number;
+  /** The SMS gateway's message id, or "push_…" for a notification written to a push stream. */
   messageId: string;
+  channel: NotificationChannel;
 }
 
 export interface DynamicKeyInfo {
@@ -100,6 +116,8 @@ const dynamicAad = (id: string) => `management/dynamic-key/${id}`;
 const PURGE_EVERY = 200;
 
 export class ManagementService {
+  /** This node's push streams (and, on PostgreSQL, the way to the other nodes' streams). */
+  readonly push: PushChannel;
   private readonly db: Db;
   private verifiedSincePurge = 0;
 
@@ -108,6 +126,7 @@ export class ManagementService {
     private readonly deps: ManagementDeps,
   ) {
     this.db = platform.db;
+    this.push = new PushChannel(platform, deps.push, deps.onPushError);
   }
 
   private now(): number {
@@ -259,8 +278,10 @@ export class ManagementService {
 
   /**
    * A fresh dynamic key per policy, superseding the device's active one, sent sealed under the
-   * device's static key in one SMS to its number. The key is stored (sealed) before the text is
-   * sent, so a lost SMS leaves a key nobody holds rather than a device holding an unknown key.
+   * device's static key: over its push stream when it holds one open (on this node or, on
+   * PostgreSQL, another), otherwise in one SMS to its number. The key is stored (sealed) before the
+   * text is sent, so a lost notification leaves a key nobody holds rather than a device holding an
+   * unknown key (and a push subscription catches up on it: pushCatchUp).
    */
   async issueDynamicKey(
     deviceId: string,
@@ -270,10 +291,12 @@ export class ManagementService {
   ): Promise<IssuedDynamicKey> {
     const device = await this.requireDevice(deviceId);
     const resolved = resolvePolicy(policy);
-    if (!device.msisdn)
-      throw new HandsafeError("management.no_msisdn", "the device has no phone number to notify", {
-        status: 409,
-      });
+    if (!device.msisdn && !(await this.push.reachable(deviceId)))
+      throw new HandsafeError(
+        "management.no_msisdn",
+        "the device has no phone number to notify and no open push stream",
+        { status: 409 },
+      );
     const now = this.now();
     // Whole seconds: the notification carries seconds, and both sides must agree on the instant.
     const expiresAt = (Math.floor(now / 1000) + resolved.ttlSeconds) * 1000;
@@ -305,35 +328,73 @@ export class ManagementService {
     });
     dynamicKey.wipe();
     const details = { keyId, counter, reason, maxUses: resolved.maxUses, expiresAt };
-    let messageId: string;
-    try {
-      messageId = (await this.deps.sms.send(device.msisdn, text)).id;
-    } catch (e) {
-      await this.audit({
-        actor,
-        action: "management.notification_sent",
-        subject: `device:${deviceId}`,
-        outcome: "error",
-        details: { ...details, code: e instanceof HandsafeError ? e.code : "sms.failed" },
-      });
-      throw new HandsafeError(
-        "management.notification_failed",
-        "the SMS gateway did not accept the notification",
-        {
-          status: 502,
-          cause: e,
-        },
-      );
-    }
-    await store.recordNotificationSent(this.db, deviceId, keyId, messageId, this.now());
+    const sent = await this.sendNotification(device, { text, counter }, actor, details);
+    await store.recordNotificationSent(this.db, deviceId, keyId, sent.messageId, this.now(), sent.channel);
     await this.audit({
       actor,
       action: "management.dynamic_key_issued",
       subject: `device:${deviceId}`,
       outcome: "allow",
-      details: { ...details, gateway: this.deps.sms.kind, messageId },
+      details: { ...details, ...sent },
     });
-    return { keyId, deviceId, counter, expiresAt, maxUses: resolved.maxUses, messageId };
+    return {
+      keyId,
+      deviceId,
+      counter,
+      expiresAt,
+      maxUses: resolved.maxUses,
+      messageId: sent.messageId,
+      channel: sent.channel,
+    };
+  }
+
+  /**
+   * Push first (no cost, no SMS limit, works without a number), SMS otherwise. A failure is audited
+   * as management.notification_sent (error) and answered management.notification_failed.
+   */
+  private async sendNotification(
+    device: store.DeviceRow,
+    notification: PushNotification,
+    actor: string,
+    details: Record<string, unknown>,
+  ): Promise<{ channel: NotificationChannel; messageId: string; gateway: string; node?: string }> {
+    const failed = async (code: string, message: string, cause?: unknown): Promise<never> => {
+      await this.audit({
+        actor,
+        action: "management.notification_sent",
+        subject: `device:${device.id}`,
+        outcome: "error",
+        details: { ...details, code },
+      });
+      throw new HandsafeError("management.notification_failed", message, {
+        status: 502,
+        ...(cause === undefined ? {} : { cause }),
+      });
+    };
+    let node: string | undefined;
+    try {
+      node = await this.push.deliver(device.id, notification);
+    } catch (e) {
+      // The relay could not be asked (database trouble): the SMS path may still work.
+      this.deps.onPushError?.("deliver", e);
+    }
+    if (node !== undefined)
+      return { channel: "push", messageId: `push_${randomToken(12)}`, gateway: "push", node };
+    if (!device.msisdn)
+      return failed(
+        "management.push_closed",
+        "the push stream closed before the notification was written; the key is sent when the device reconnects",
+      );
+    try {
+      const { id } = await this.deps.sms.send(device.msisdn, notification.text);
+      return { channel: "sms", messageId: id, gateway: this.deps.sms.kind };
+    } catch (e) {
+      return failed(
+        e instanceof HandsafeError ? e.code : "sms.failed",
+        "the SMS gateway did not accept the notification",
+        e,
+      );
+    }
   }
 
   /** Runs `fn` with a session key of the device's active dynamic key (e.g. to wrap a content key). */
@@ -401,17 +462,7 @@ export class ManagementService {
     } finally {
       sessionKey.fill(0);
     }
-    const nonceExpiry = (parsed.created + SIGNATURE_WINDOW_SECONDS) * 1000 + 1000;
-    if (!(await store.insertNonce(this.db, device.id, parsed.nonce, Math.max(nonceExpiry, now))))
-      return this.refuse(
-        new HandsafeError("signature.replayed", "this signature's nonce was already used", { status: 401 }),
-        actor,
-        key.id,
-      );
-    if (++this.verifiedSincePurge >= PURGE_EVERY) {
-      this.verifiedSincePurge = 0;
-      await store.purgeExpiredNonces(this.db, now);
-    }
+    if (!(await this.claimNonce(device.id, parsed, now))) return this.refuse(replayed(), actor, key.id);
     if (await store.countDynamicKeyUse(this.db, key.id, now)) {
       await this.audit({
         actor,
@@ -428,6 +479,126 @@ export class ManagementService {
       };
     }
     return this.refuseKey(device, key.id, actor, now);
+  }
+
+  /** Records the signature's nonce once per device; false when it was seen before (a replay). */
+  private async claimNonce(deviceId: string, parsed: ParsedSignature, now: number): Promise<boolean> {
+    const nonceExpiry = (parsed.created + SIGNATURE_WINDOW_SECONDS) * 1000 + 1000;
+    if (!(await store.insertNonce(this.db, deviceId, parsed.nonce, Math.max(nonceExpiry, now)))) return false;
+    if (++this.verifiedSincePurge >= PURGE_EVERY) {
+      this.verifiedSincePurge = 0;
+      await store.purgeExpiredNonces(this.db, now);
+    }
+    return true;
+  }
+
+  // --- push subscriptions -----------------------------------------------------------------------
+
+  /**
+   * The check of GET /v1/management/push, in this order: the push profile's signature headers
+   * (tag PUSH_SIGNATURE_TAG); keyid "push:<device id>" naming a registered device; signature and
+   * `created` under the device's push authentication key (static key only: a device whose dynamic
+   * key is dead must still get its next one); the nonce never seen before. No dynamic-key use is
+   * counted. Every decision is audited as management.push_subscribe.
+   */
+  async acceptPushSubscription(
+    headers: Readonly<Record<string, string | string[] | undefined>>,
+    view: SignedRequestView,
+  ): Promise<{ deviceId: string }> {
+    const now = this.now();
+    let parsed: ParsedSignature;
+    try {
+      parsed = parseRequestSignature(headers, PUSH_SIGNATURE_TAG);
+    } catch (e) {
+      return this.refusePush(e, "anonymous", undefined);
+    }
+    const deviceId = deviceOfPushKeyId(parsed.keyId);
+    const device = deviceId ? await store.findDevice(this.db, deviceId) : undefined;
+    if (!device)
+      return this.refusePush(
+        new HandsafeError("signature.unknown_key", 'a push keyid is "push:" and a registered device id', {
+          status: 401,
+        }),
+        "anonymous",
+        parsed.keyId,
+      );
+    const actor = `device:${device.id}`;
+    const key = this.withStaticKey(device, (staticKey) => derivePushAuthKey(staticKey, device.id));
+    try {
+      verifyRequestSignature(parsed, view, key.reveal(), { nowMs: now, body: undefined });
+    } catch (e) {
+      return this.refusePush(e, actor, parsed.keyId);
+    } finally {
+      key.wipe();
+    }
+    if (!(await this.claimNonce(device.id, parsed, now)))
+      return this.refusePush(replayed(), actor, parsed.keyId);
+    await this.audit({
+      actor,
+      action: "management.push_subscribe",
+      subject: `device:${device.id}`,
+      outcome: "allow",
+      details: { node: this.push.nodeId },
+    });
+    return { deviceId: device.id };
+  }
+
+  /**
+   * The device's active key sealed again (same key, same counter, fresh AEAD nonce) when the
+   * handset says its last accepted counter is older: a notification pushed into a connection that
+   * had died unnoticed, or an SMS that never came, reaches the handset when it subscribes again.
+   * Only a key that can still be used; a handset that already has it would refuse it as a replay.
+   */
+  async pushCatchUp(deviceId: string, lastCounter: number): Promise<PushNotification | undefined> {
+    const now = this.now();
+    const active = await store.findActiveDynamicKey(this.db, deviceId);
+    if (!active || active.counter <= lastCounter || dynamicKeyRefusal(active, now) !== null) return undefined;
+    const device = await this.requireDevice(deviceId);
+    const dynamicKey = new DynamicKey(
+      this.platform.keyring.openAtRest(active.sealedKey, dynamicAad(active.id)),
+    );
+    let text: string;
+    try {
+      text = this.withStaticKey(device, (staticKey) =>
+        sealDynamicKeyNotification(staticKey, {
+          deviceId,
+          keyId: active.id,
+          dynamicKey,
+          expiresAt: active.expiresAt,
+          maxUses: active.maxUses,
+          counter: active.counter,
+        }),
+      );
+    } finally {
+      dynamicKey.wipe();
+    }
+    await this.audit({
+      actor: "system",
+      action: "management.dynamic_key_resent",
+      subject: `device:${deviceId}`,
+      outcome: "allow",
+      details: {
+        keyId: active.id,
+        counter: active.counter,
+        lastCounter,
+        channel: "push",
+        node: this.push.nodeId,
+      },
+    });
+    return { text, counter: active.counter };
+  }
+
+  private async refusePush(error: unknown, actor: string, keyId: string | undefined): Promise<never> {
+    await this.audit({
+      actor,
+      action: "management.push_subscribe",
+      outcome: "deny",
+      details: {
+        code: error instanceof HandsafeError ? error.code : "internal",
+        ...(keyId === undefined ? {} : { keyId: keyId.slice(0, 40) }),
+      },
+    });
+    throw error;
   }
 
   private async refuseKey(
@@ -475,8 +646,8 @@ export class ManagementService {
         : new HandsafeError(
             `management.dynamic_key_${why}`,
             why === "expired"
-              ? "the dynamic key has expired; a fresh one is sent by SMS"
-              : "the dynamic key is used up; a fresh one is sent by SMS",
+              ? "the dynamic key has expired; a fresh one is sent to the device"
+              : "the dynamic key is used up; a fresh one is sent to the device",
             { status: 401, ...(freshKeyId ? { details: { freshKeySent: true } } : {}) },
           );
     return this.refuse(error, actor, keyId, freshKeyId ? { freshKeyId } : {});
@@ -500,6 +671,10 @@ export class ManagementService {
     });
     throw error;
   }
+}
+
+function replayed(): HandsafeError {
+  return new HandsafeError("signature.replayed", "this signature's nonce was already used", { status: 401 });
 }
 
 function ttlOf(k: store.DynamicKeyRow): number {

@@ -28,6 +28,12 @@ export const SIGNATURE_LABEL = "hs";
 export const SIGNATURE_ALG = "hmac-sha256";
 /** RFC 9421 §2.3 `tag`: names this application's profile, so no other profile's signature fits. */
 export const SIGNATURE_TAG = "handsafe/v1/management";
+/**
+ * The `tag` of a push subscription (GET /v1/management/push), signed with the push authentication
+ * key: a signature made for one profile is refused by the other before any key is looked up.
+ */
+export const PUSH_SIGNATURE_TAG = "handsafe/v1/management/push";
+export type SignatureTag = typeof SIGNATURE_TAG | typeof PUSH_SIGNATURE_TAG;
 /** `created` is accepted this far either side of the verifier's clock. */
 export const SIGNATURE_WINDOW_SECONDS = 300;
 export const SIGNATURE_NONCE_BYTES = 16;
@@ -142,6 +148,8 @@ export interface SignOptions {
   /** Unix seconds; now when omitted. */
   created?: number;
   nonce?: string;
+  /** The profile; SIGNATURE_TAG when omitted. */
+  tag?: SignatureTag;
 }
 
 /**
@@ -165,7 +173,7 @@ export function signRequest(
     ["keyid", options.keyId],
     ["nonce", options.nonce ?? toBase64url(randomBytes(SIGNATURE_NONCE_BYTES))],
     ["alg", SIGNATURE_ALG],
-    ["tag", SIGNATURE_TAG],
+    ["tag", options.tag ?? SIGNATURE_TAG],
   ];
   const { base, signatureParams } = signatureBase(view, components, params);
   const mac = hmacSha256(sessionKey, utf8(base));
@@ -201,6 +209,7 @@ function header(headers: Readonly<Record<string, string | string[] | undefined>>
  */
 export function parseRequestSignature(
   headers: Readonly<Record<string, string | string[] | undefined>>,
+  expectedTag: SignatureTag = SIGNATURE_TAG,
 ): ParsedSignature {
   const input = header(headers, "signature-input");
   const sig = header(headers, "signature");
@@ -245,7 +254,7 @@ export function parseRequestSignature(
     throw sigError("signature.malformed", "nonce must be 16–64 base64url characters");
   if (alg !== SIGNATURE_ALG)
     throw sigError("signature.unsupported_algorithm", `alg must be "${SIGNATURE_ALG}"`);
-  if (tag !== SIGNATURE_TAG) throw sigError("signature.malformed", `tag must be "${SIGNATURE_TAG}"`);
+  if (tag !== expectedTag) throw sigError("signature.malformed", `tag must be "${expectedTag}"`);
   const signature = sigMember.item.value;
   if (signature.length !== 32) throw sigError("signature.malformed", "an HMAC-SHA256 signature is 32 bytes");
   return { components, params, created, expires, keyId, nonce, signature };

@@ -1,7 +1,7 @@
 /**
- * Management's tables and queries (migration 0007_management). Secrets are sealed at rest by the
- * caller (keyring): static keys under "management/static-key/<device id>", dynamic keys under
- * "management/dynamic-key/<key id>". Every state change is a compare-and-set.
+ * Management's tables and queries (migrations 0007_management and 0010_management_push). Secrets
+ * are sealed at rest by the caller (keyring): static keys under "management/static-key/<device id>",
+ * dynamic keys under "management/dynamic-key/<key id>". Every state change is a compare-and-set.
  */
 import { type Kysely, sql } from "kysely";
 import { bytesType, jsonType, timeType, toBytes } from "../platform/db/columns.ts";
@@ -52,7 +52,11 @@ export interface ManagementTables {
     last_key_id: string | null;
     last_message_id: string | null;
     last_sent_at: number | null;
+    /** "sms" or "push" (0010); null before the first notification. */
+    last_channel: string | null;
   };
+  /** Which node holds an open push stream of which device (PostgreSQL relay only; 0010). */
+  management_push_presence: { device_id: string; node_id: string; connected_at: number };
 }
 
 export const managementMigrations: MigrationRegistry = {
@@ -132,6 +136,23 @@ export const managementMigrations: MigrationRegistry = {
         .addColumn("last_key_id", "text")
         .addColumn("last_message_id", "text")
         .addColumn("last_sent_at", timeType)
+        .execute();
+    },
+  },
+  "0010_management_push": {
+    async up(db) {
+      await db.schema.alterTable("management_notifications").addColumn("last_channel", "text").execute();
+      await db.schema
+        .createTable("management_push_presence")
+        .addColumn("device_id", "text", (c) => c.notNull())
+        .addColumn("node_id", "text", (c) => c.notNull())
+        .addColumn("connected_at", timeType, (c) => c.notNull())
+        .addPrimaryKeyConstraint("management_push_presence_pk", ["device_id", "node_id"])
+        .execute();
+      await db.schema
+        .createIndex("management_push_presence_node")
+        .on("management_push_presence")
+        .column("node_id")
         .execute();
     },
   },
@@ -318,10 +339,11 @@ export async function recordNotificationSent(
   keyId: string,
   messageId: string,
   now: number,
+  channel: "sms" | "push" = "sms",
 ): Promise<void> {
   await db
     .updateTable("management_notifications")
-    .set({ last_key_id: keyId, last_message_id: messageId, last_sent_at: now })
+    .set({ last_key_id: keyId, last_message_id: messageId, last_sent_at: now, last_channel: channel })
     .where("device_id", "=", deviceId)
     .execute();
 }
@@ -431,4 +453,44 @@ export async function insertNonce(
 export async function purgeExpiredNonces(db: Db, now: number): Promise<number> {
   const r = await db.deleteFrom("signature_nonces").where("expires_at", "<", now).executeTakeFirst();
   return Number(r.numDeletedRows);
+}
+
+// --- push presence (PostgreSQL relay) -------------------------------------------------------------
+
+/** This node holds a push stream of the device (idempotent). */
+export async function insertPushPresence(
+  db: Db,
+  deviceId: string,
+  nodeId: string,
+  now: number,
+): Promise<void> {
+  await db
+    .insertInto("management_push_presence")
+    .values({ device_id: deviceId, node_id: nodeId, connected_at: now })
+    .onConflict((oc) => oc.columns(["device_id", "node_id"]).doNothing())
+    .execute();
+}
+
+export async function deletePushPresence(db: Db, deviceId: string, nodeIds: string[]): Promise<void> {
+  if (nodeIds.length === 0) return;
+  await db
+    .deleteFrom("management_push_presence")
+    .where("device_id", "=", deviceId)
+    .where("node_id", "in", nodeIds)
+    .execute();
+}
+
+export async function deleteNodePushPresence(db: Db, nodeId: string): Promise<void> {
+  await db.deleteFrom("management_push_presence").where("node_id", "=", nodeId).execute();
+}
+
+/** The other nodes that say they hold a push stream of the device. */
+export async function pushPresenceElsewhere(db: Db, deviceId: string, nodeId: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom("management_push_presence")
+    .select("node_id")
+    .where("device_id", "=", deviceId)
+    .where("node_id", "<>", nodeId)
+    .execute();
+  return rows.map((r) => r.node_id);
 }

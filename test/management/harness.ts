@@ -4,11 +4,12 @@
  * keyring, hash-chained audit, the platform's Fastify app over HTTPS with management's routes. The
  * only stand-in is the SMS transport: a gateway that records the texts it is asked to send.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Kysely, sql } from "kysely";
 import { createNodeTransport } from "../../src/handset/node-transport.ts";
+import type { PushSettings } from "../../src/management/push-channel.ts";
 import { registerManagementRoutes } from "../../src/management/routes.ts";
 import type { ManagementService } from "../../src/management/server.ts";
 import { managementMigrations } from "../../src/management/store.ts";
@@ -22,7 +23,7 @@ import { combineMigrations, migrateToLatest } from "../../src/platform/db/migrat
 import { platformMigrations } from "../../src/platform/db/migrations/index.ts";
 import { type App, createHttpApp } from "../../src/platform/http/app.ts";
 import { createMetrics } from "../../src/platform/http/metrics.ts";
-import { keyringFromConfig } from "../../src/platform/keyring.ts";
+import { keyringFromConfig, MASTER_KEY_FILE } from "../../src/platform/keyring.ts";
 import { inboxMigrations } from "../../src/platform/notify/inbox.ts";
 import type { InboundSms, SmsGateway } from "../../src/platform/notify/sms/types.ts";
 import { registryMigrations } from "../../src/platform/registry/handsets.ts";
@@ -108,10 +109,23 @@ export interface ManagementTestServer {
 
 export async function startManagementServer(
   kind: DatabaseKind,
-  options: { clock?: () => number } = {},
+  options: {
+    clock?: () => number;
+    /** Another node on this database (kept when this node closes): a second server of one fleet. */
+    shareDatabaseOf?: ManagementTestServer;
+    push?: PushSettings;
+  } = {},
 ): Promise<ManagementTestServer> {
-  const database = await createTestDatabase(kind);
+  const database = options.shareDatabaseOf
+    ? { url: options.shareDatabaseOf.platform.config.databaseUrl, drop: async () => {} }
+    : await createTestDatabase(kind);
   const dataDir = mkdtempSync(join(tmpdir(), "handsafe-mgmt-"));
+  // Nodes of one fleet share the master key (docs/configuration.md HANDSAFE_MASTER_KEY).
+  if (options.shareDatabaseOf)
+    copyFileSync(
+      join(options.shareDatabaseOf.platform.config.dataDir, MASTER_KEY_FILE),
+      join(dataDir, MASTER_KEY_FILE),
+    );
   const config = loadConfig({
     HANDSAFE_DATA_DIR: dataDir,
     HANDSAFE_PORT: "0",
@@ -163,6 +177,7 @@ export async function startManagementServer(
   const routes = registerManagementRoutes(app, platform, {
     sms,
     server: { url: "https://localhost", pin: cert.spkiSha256 },
+    ...(options.push ? { push: options.push } : {}),
   });
   await app.listen({ host: "127.0.0.1", port: 0 });
   const address = app.server.address();

@@ -537,5 +537,27 @@ describe.each(databaseKinds)("campaigns on %s", (kind) => {
       expect(done.progress.percentDone).toBe(100);
       expect((await verifyAuditChain(h.db)).ok).toBe(true);
     });
+
+    it("completes on the advance to the last stage when every device finished before it", async () => {
+      const [d] = await provision("HS-200", "1.0.0", 1);
+      // A campaign whose first stage (50%) happens to hold the device: the bucket decides.
+      let id = "";
+      for (let i = 0; i < 40 && !id; i++) {
+        const candidate = await createCampaign({ target: { deviceIds: [d!] }, stages: [50, 100] });
+        if (rolloutBucket(candidate, d!) < 50) id = candidate;
+      }
+      expect(id).not.toBe("");
+      await act(id, "start");
+      const hd = handset(d!);
+      expect(await assignment(hd)).not.toBeNull();
+      for (const state of ["downloading", "verified"]) await report(hd, { campaignId: id, state });
+      await report(hd, { campaignId: id, state: "installed", installedVersion: "2.0.0" });
+      // Everyone is final, but the campaign is not at its last stage yet: still running.
+      expect((await h.admin("GET", `/v1/admin/campaigns/${id}`)).body.state).toBe("running");
+      // Nobody is left to report after the advance: the advance itself completes it.
+      const advanced = await act(id, "advance");
+      expect(advanced.status).toBe(200);
+      expect((await h.admin("GET", `/v1/admin/campaigns/${id}`)).body.state).toBe("completed");
+    });
   });
 });

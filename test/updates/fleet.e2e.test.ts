@@ -35,7 +35,7 @@ describe.each(databaseKinds)("a staged campaign to a simulated fleet on %s", (ki
     afterAll(async () => t?.close());
 
     it("reaches 100%: every handset installed except the failing one, which rolled back", () => {
-      expect(result.finalState).toBe("completed");
+      expect(result.finalState, lines.join("\n")).toBe("completed");
       expect(result.percentDone).toBe(100);
       expect(result.byState).toMatchObject({ installed: 4, rolled_back: 1 });
       for (const d of result.devices) {

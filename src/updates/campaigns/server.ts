@@ -242,6 +242,7 @@ export class CampaignService {
       const toStage = c.currentStage + 1;
       await this.cas(c, "advance", { from: ["running"], to: "running", fromStage: c.currentStage, toStage });
       const notified = await this.notifyIncluded(await this.require(id));
+      await this.completeIfDone(await this.require(id));
       return {
         result: await this.view(await this.require(id)),
         details: { stage: toStage, percent: c.stages[toStage]!, notified },
@@ -411,6 +412,7 @@ export class CampaignService {
     for (const c of await store.listCampaigns(this.db, { states: ["running", "paused"] })) {
       enrolled += await this.enrolMatching(c);
       if (c.state === "running") notified += await this.notifyIncluded(c);
+      await this.completeIfDone(await this.require(c.id));
     }
     return { enrolled, notified };
   }
@@ -697,7 +699,17 @@ export class CampaignService {
           });
       }
     }
+    await this.completeIfDone(c);
+  }
+
+  /**
+   * At the last stage with every enrolled device final: completed. Checked after each final report,
+   * after an advance (every device may have finished before the last stage began: nobody is left to
+   * report) and on the tick.
+   */
+  private async completeIfDone(c: store.CampaignRow): Promise<void> {
     if (c.currentStage !== c.stages.length - 1) return;
+    if (c.state !== "running" && c.state !== "paused") return;
     const counts = await store.countByState(this.db, c.id);
     const { total, byState } = progressOf(counts);
     const open = total - byState.installed - byState.failed - byState.rolled_back;

@@ -1,6 +1,7 @@
 /** `npm run bench`: every benchmark, each figure next to a ceiling measured in the same run. */
 import { benchActivation } from "./activation.ts";
 import { benchCrypto } from "./crypto.ts";
+import { benchHpke } from "./hpke.ts";
 import type { BenchResult } from "./types.ts";
 import { benchUpdates } from "./updates.ts";
 
@@ -17,6 +18,7 @@ function print(results: BenchResult[]): void {
 console.log("handsafe benchmarks (2 shared cores: compare ratios within one run, not absolutes)\n");
 console.log("crypto");
 print(await benchCrypto());
+print(await benchHpke());
 console.log("\nactivation over HTTPS");
 print(await benchActivation());
 console.log("\nupdates");

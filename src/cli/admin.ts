@@ -1,33 +1,7 @@
 /** `handsafe admin …`: the operator's side, over the admin API with the admin token. */
 import type { Command } from "commander";
 import { HandsafeError } from "../core/errors.ts";
-import { adminClient, resolveAdminToken, resolveServer, type ServerOptions } from "./connect.ts";
-
-type AdminOptions = ServerOptions & { token?: string };
-
-function withServer(cmd: Command): Command {
-  return cmd
-    .option("--url <url>", "server URL (default: HANDSAFE_URL or the local server's data/server.json)")
-    .option("--pin <pin>", "server SPKI SHA-256 pin (default: HANDSAFE_PIN or the local server's)")
-    .option("--token <token>", "admin token (default: HANDSAFE_ADMIN_TOKEN or <data dir>/admin.token)")
-    .option("--data-dir <dir>", "the local server's data folder (default: HANDSAFE_DATA_DIR or ./data)");
-}
-
-async function withAdmin<T>(
-  options: AdminOptions,
-  fn: (c: ReturnType<typeof adminClient>) => Promise<T>,
-): Promise<T> {
-  const client = adminClient(resolveServer(options), resolveAdminToken(options));
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
-function print(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-}
+import { type AdminOptions, print, withAdmin, withServer } from "./admin-command.ts";
 
 function parseArgs(pairs: string[]): Record<string, string> {
   const out: Record<string, string> = {};

@@ -4,10 +4,8 @@
  */
 import type { Command } from "commander";
 import { HandsafeError } from "../core/errors.ts";
-import { adminClient, resolveAdminToken, resolveServer, type ServerOptions } from "./connect.ts";
+import { type AdminOptions, adminCommand, print, withAdmin, withServer } from "./admin-command.ts";
 import { createProgressBar } from "./progress.ts";
-
-type AdminOptions = ServerOptions & { token?: string };
 
 const DEVICE_STATES = [
   "pending",
@@ -29,30 +27,6 @@ interface CampaignStatus {
   stages: number[];
   pauseReason: Record<string, unknown> | null;
   progress: { total: number; byState: Record<string, number>; percentDone: number };
-}
-
-function withServer(cmd: Command): Command {
-  return cmd
-    .option("--url <url>", "server URL (default: HANDSAFE_URL or the local server's data/server.json)")
-    .option("--pin <pin>", "server SPKI SHA-256 pin (default: HANDSAFE_PIN or the local server's)")
-    .option("--token <token>", "admin token (default: HANDSAFE_ADMIN_TOKEN or <data dir>/admin.token)")
-    .option("--data-dir <dir>", "the local server's data folder (default: HANDSAFE_DATA_DIR or ./data)");
-}
-
-async function withAdmin<T>(
-  options: AdminOptions,
-  fn: (c: ReturnType<typeof adminClient>) => Promise<T>,
-): Promise<T> {
-  const client = adminClient(resolveServer(options), resolveAdminToken(options));
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
-function print(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 const list = (s: string | undefined) =>
@@ -88,7 +62,8 @@ export function countsLine(byState: Record<string, number>): string {
 
 function summary(c: CampaignStatus): string {
   const stage = `stage ${c.currentStage + 1}/${c.stages.length} (${c.currentPercent}%)`;
-  const paused = c.state === "paused" && c.pauseReason ? ` — paused: ${String(c.pauseReason["reason"] ?? "")}` : "";
+  const paused =
+    c.state === "paused" && c.pauseReason ? ` — paused: ${String(c.pauseReason["reason"] ?? "")}` : "";
   return [
     `${c.name} (${c.id}): ${c.state}, ${stage}${paused}`,
     `  ${c.progress.percentDone}% done of ${c.progress.total} devices`,
@@ -97,9 +72,7 @@ function summary(c: CampaignStatus): string {
 }
 
 export function registerCampaignCommands(program: Command): void {
-  const admin =
-    program.commands.find((c) => c.name() === "admin") ??
-    program.command("admin").description("administer a handsafe server");
+  const admin = adminCommand(program);
 
   withServer(admin.command("campaign-create").description("create a draft update campaign of a package"))
     .requiredOption("--name <name>")

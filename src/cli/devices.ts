@@ -27,9 +27,8 @@ import { HandsafeError } from "../core/errors.ts";
 import type { ServerAddress } from "../handset/handset.ts";
 import { createNodeTransport } from "../handset/node-transport.ts";
 import type { DeviceKeyFile } from "../management/protocol.ts";
-import { adminClient, resolveAdminToken, resolveServer, type ServerOptions } from "./connect.ts";
-
-type AdminOptions = ServerOptions & { token?: string };
+import { resolveAdminToken, resolveServer } from "./connect.ts";
+import { type AdminOptions, adminCommand, print, withAdmin, withServer } from "./admin-command.ts";
 
 /** The registry's view of a device (GET /v1/admin/devices/:id; never its keys). */
 export interface DeviceInfo {
@@ -72,30 +71,6 @@ interface BatchResult {
 }
 
 const DEVICE_ID = /^dev_[A-Za-z0-9_-]{16}$/;
-
-function withServer(cmd: Command): Command {
-  return cmd
-    .option("--url <url>", "server URL (default: HANDSAFE_URL or the local server's data/server.json)")
-    .option("--pin <pin>", "server SPKI SHA-256 pin (default: HANDSAFE_PIN or the local server's)")
-    .option("--token <token>", "admin token (default: HANDSAFE_ADMIN_TOKEN or <data dir>/admin.token)")
-    .option("--data-dir <dir>", "the local server's data folder (default: HANDSAFE_DATA_DIR or ./data)");
-}
-
-async function withAdmin<T>(
-  options: AdminOptions,
-  fn: (c: ReturnType<typeof adminClient>) => Promise<T>,
-): Promise<T> {
-  const client = adminClient(resolveServer(options), resolveAdminToken(options));
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
-function print(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-}
 
 function say(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -255,9 +230,7 @@ function describeKey(k: DynamicKeyInfo): string {
 }
 
 export function registerDeviceAdminCommands(program: Command): void {
-  const admin =
-    program.commands.find((c) => c.name() === "admin") ??
-    program.command("admin").description("administer a handsafe server");
+  const admin = adminCommand(program);
 
   withServer(
     admin

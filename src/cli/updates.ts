@@ -20,34 +20,9 @@ import { spkiSha256 } from "../handset/node-transport.ts";
 import type { UpdatePackage } from "../updates/packages.ts";
 import { type ExportedRootKey, signRootOffline } from "../updates/repository-service.ts";
 import type { RootSigned } from "../updates/tuf/index.ts";
-import { adminClient, resolveAdminToken, resolveServer, type ServerOptions } from "./connect.ts";
+import { resolveAdminToken, resolveServer } from "./connect.ts";
+import { type AdminOptions, adminCommand, print, withAdmin, withServer } from "./admin-command.ts";
 import { createProgressBar } from "./progress.ts";
-
-type AdminOptions = ServerOptions & { token?: string };
-
-function withServer(cmd: Command): Command {
-  return cmd
-    .option("--url <url>", "server URL (default: HANDSAFE_URL or the local server's data/server.json)")
-    .option("--pin <pin>", "server SPKI SHA-256 pin (default: HANDSAFE_PIN or the local server's)")
-    .option("--token <token>", "admin token (default: HANDSAFE_ADMIN_TOKEN or <data dir>/admin.token)")
-    .option("--data-dir <dir>", "the local server's data folder (default: HANDSAFE_DATA_DIR or ./data)");
-}
-
-async function withAdmin<T>(
-  options: AdminOptions,
-  fn: (c: ReturnType<typeof adminClient>) => Promise<T>,
-): Promise<T> {
-  const client = adminClient(resolveServer(options), resolveAdminToken(options));
-  try {
-    return await fn(client);
-  } finally {
-    client.close();
-  }
-}
-
-function print(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-}
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -244,9 +219,7 @@ export async function uploadPackage(
 // --- commands -----------------------------------------------------------------------------------
 
 export function registerUpdateCommands(program: Command): void {
-  const admin =
-    program.commands.find((c) => c.name() === "admin") ??
-    program.command("admin").description("administer a handsafe server");
+  const admin = adminCommand(program);
 
   withServer(admin.command("package-upload").description("upload a full firmware image as an update package"))
     .requiredOption("--file <path>", "the image")

@@ -27,48 +27,13 @@ import { HandsafeError } from "../core/errors.ts";
 import type { ServerAddress } from "../handset/handset.ts";
 import { createNodeTransport } from "../handset/node-transport.ts";
 import type { DeviceKeyFile } from "../management/protocol.ts";
+import type { BatchImportResult, DeviceInfo, DynamicKeyInfo } from "../management/server.ts";
 import { resolveAdminToken, resolveServer } from "./connect.ts";
 import { type AdminOptions, adminCommand, print, withAdmin, withServer } from "./admin-command.ts";
 
-/** The registry's view of a device (GET /v1/admin/devices/:id; never its keys). */
-export interface DeviceInfo {
-  id: string;
-  model: string;
-  hardwareId: string;
-  hardwareIdKind: string;
-  firmwareVersion: string;
-  memoryLayout: Record<string, unknown>;
-  msisdn: string | null;
-  owner: string | null;
-  keySource: string;
-  batchId: string;
-  handsetId: string | null;
-  createdAt: number;
-}
-
-/** GET /v1/admin/devices/:id/dynamic-keys (state, uses, expiry; never the keys). */
-export interface DynamicKeyInfo {
-  keyId: string;
-  state: string;
-  counter: number;
-  uses: number;
-  maxUses: number;
-  expiresAt: number;
-  createdAt: number;
-  policy: Record<string, unknown>;
-}
-
-type BatchRow =
-  | { line: number; status: "accepted"; deviceId: string; hardwareId: string }
-  | { line: number; status: "rejected"; code: string; message: string };
-
-interface BatchResult {
-  batchId: string;
-  accepted: number;
-  rejected: number;
-  rows: BatchRow[];
-  keyFiles: DeviceKeyFile[];
-}
+// The admin API's shapes, as the server defines them (type-only: nothing of the server is loaded).
+export type { DeviceInfo, DynamicKeyInfo } from "../management/server.ts";
+type BatchResult = BatchImportResult;
 
 const DEVICE_ID = /^dev_[A-Za-z0-9_-]{16}$/;
 

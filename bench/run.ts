@@ -2,6 +2,7 @@
 import { benchActivation } from "./activation.ts";
 import { benchCrypto } from "./crypto.ts";
 import { benchHpke } from "./hpke.ts";
+import { benchMessaging } from "./messaging.ts";
 import type { BenchResult } from "./types.ts";
 import { benchUpdates } from "./updates.ts";
 
@@ -23,3 +24,5 @@ console.log("\nactivation over HTTPS");
 print(await benchActivation());
 console.log("\nupdates");
 print(await benchUpdates());
+console.log("\nsecure messaging over HTTPS");
+print(await benchMessaging());

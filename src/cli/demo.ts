@@ -22,9 +22,10 @@ import { MemoryKeystore } from "../handset/keystore.ts";
 import { loadConfig } from "../platform/config.ts";
 import { type RunningServer, startServer } from "../platform/server.ts";
 import { adminClient, pinnedClient, resolveAdminToken, resolveServer } from "./connect.ts";
+import { runMessagingDemo } from "./demo-messaging.ts";
 import { runUpdatesDemo } from "./demo-updates.ts";
 
-const PARTS = ["activation", "updates"] as const;
+const PARTS = ["activation", "updates", "messaging"] as const;
 
 function demoParts(only: string | undefined): readonly string[] {
   if (only === undefined) return PARTS;
@@ -40,7 +41,7 @@ export interface DemoOptions {
   url?: string;
   pin?: string;
   token?: string;
-  /** "activation" or "updates"; both by default. */
+  /** "activation", "updates" or "messaging"; all by default. */
   only?: string;
   /** Handsets in the update demo's batch. */
   devices?: string;
@@ -84,6 +85,12 @@ export async function runDemo(options: DemoOptions): Promise<void> {
         );
       say("\nSecure updates: static + dynamic keys, a signed delta package, a staged campaign");
       await runUpdatesDemo(admin, { url: server.url, pin: server.pin }, token, { devices });
+    }
+    if (parts.includes("messaging")) {
+      say(
+        "\nSecure messaging: a number with no handset, registration by both variants, HPKE to each handset",
+      );
+      await runMessagingDemo(admin, server);
     }
     say("\nDone.");
   } finally {

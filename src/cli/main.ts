@@ -33,7 +33,7 @@ program
 program
   .command("demo")
   .description(
-    "every capability end to end, narrated: activation (two services on a simulated handset, one revoked), then a staged update campaign to a batch of simulated handsets",
+    "every capability end to end, narrated: activation (two services on a simulated handset, one revoked), a staged update campaign to a batch of simulated handsets, secure messages to a number that registers on demand",
   )
   .option("--url <url>", "a running server (default: a throwaway embedded server of its own)")
   .option("--pin <pin>", "the server's SPKI SHA-256 pin (base64url)")
@@ -41,7 +41,7 @@ program
     "--token <token>",
     "admin token of that server (default: HANDSAFE_ADMIN_TOKEN or <data dir>/admin.token)",
   )
-  .option("--only <part>", "run one part: activation or updates")
+  .option("--only <part>", "run one part: activation, updates or messaging")
   .option("--devices <n>", "handsets in the update demo's batch", "6")
   .action(async (options: { url?: string; pin?: string; token?: string; only?: string; devices: string }) =>
     runDemo(options),

@@ -40,6 +40,12 @@ describe("loadConfig defaults", () => {
       previousMasterKeys: [],
       activationSecretTtlSeconds: 300,
       sqliteSync: "NORMAL",
+      messaging: {
+        retentionSeconds: 604800,
+        appUrl: null,
+        codeTtlSeconds: 300,
+        registrationRateLimitPerMinute: 60,
+      },
     });
   });
 
@@ -104,6 +110,22 @@ describe("loadConfig reads every setting", () => {
     expect(c.previousMasterKeys.map((k) => k.reveal()[0])).toEqual([1, 2]);
   });
 
+  it("reads the messaging settings", () => {
+    const c = loadConfig({
+      HANDSAFE_MESSAGE_RETENTION: "3600",
+      HANDSAFE_MESSAGING_APP_URL: "https://example.com/get?src=sms",
+      HANDSAFE_MESSAGING_CODE_TTL: "120",
+      HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT: "0",
+    });
+    expect(c.messaging).toEqual({
+      retentionSeconds: 3600,
+      appUrl: "https://example.com/get?src=sms",
+      codeTtlSeconds: 120,
+      registrationRateLimitPerMinute: 0,
+    });
+    expect(Object.isFrozen(c.messaging)).toBe(true);
+  });
+
   it("accepts sqlite::memory: and sqlite:<relative path>", () => {
     expect(loadConfig({ HANDSAFE_DATABASE_URL: "sqlite::memory:" }).databaseDialect).toBe("sqlite");
     expect(loadConfig({ HANDSAFE_DATABASE_URL: "sqlite:./x.db" }).databaseUrl).toBe("sqlite:./x.db");
@@ -129,6 +151,13 @@ describe("a misconfigured server refuses to start and says which variable is wro
     ["HANDSAFE_PUBLIC_URL", "https://x/?q=1"],
     ["HANDSAFE_DATABASE_URL", "mysql://db/x"],
     ["HANDSAFE_DATABASE_URL", "sqlite:"],
+    ["HANDSAFE_MESSAGE_RETENTION", "59"],
+    ["HANDSAFE_MESSAGE_RETENTION", "7d"],
+    ["HANDSAFE_MESSAGING_CODE_TTL", "3601"],
+    ["HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT", "-5"],
+    ["HANDSAFE_MESSAGING_APP_URL", "not a url"],
+    ["HANDSAFE_MESSAGING_APP_URL", "javascript:alert(1)"],
+    ["HANDSAFE_MESSAGING_APP_URL", "https://user:pw@example.com/app"],
   ])("%s=%s", (name, value) => {
     rejects({ [name]: value }, name, JSON.stringify(value), "allowed");
   });

@@ -84,6 +84,19 @@ export interface Config {
   readonly sms: SmsConfig;
   /** Where blobs (update images, backups) are kept: HANDSAFE_BLOB_DIR, default <dataDir>/blobs. */
   readonly blobDir: string;
+  /** Secure messaging (docs/protocols/messaging.md): HANDSAFE_MESSAGE_RETENTION, HANDSAFE_MESSAGING_*. */
+  readonly messaging: MessagingConfig;
+}
+
+export interface MessagingConfig {
+  /** How long ciphertexts (and replies) are kept after a message is delivered, seconds. */
+  readonly retentionSeconds: number;
+  /** The app link texted to a number without a handset; null: `<public URL>/handset`. */
+  readonly appUrl: string | null;
+  /** How long a registration code is valid, seconds. */
+  readonly codeTtlSeconds: number;
+  /** Registration requests per minute per client address; 0 = off. */
+  readonly registrationRateLimitPerMinute: number;
 }
 
 export function defaultPublicUrl(port: number): string {
@@ -167,7 +180,21 @@ export function loadConfig(env: Env = process.env): Config {
 
   const sms = loadSmsConfig(env);
   const blobDir = resolve(get("HANDSAFE_BLOB_DIR") ?? resolve(dataDir, "blobs"));
+  const appUrlRaw = get("HANDSAFE_MESSAGING_APP_URL");
+  const messaging: MessagingConfig = Object.freeze({
+    retentionSeconds: readInteger(get, "HANDSAFE_MESSAGE_RETENTION", 7 * 86_400, 60, 10 * 365 * 86_400),
+    appUrl: appUrlRaw === undefined ? null : readAppUrl(appUrlRaw),
+    codeTtlSeconds: readInteger(get, "HANDSAFE_MESSAGING_CODE_TTL", 300, 60, 3600),
+    registrationRateLimitPerMinute: readInteger(
+      get,
+      "HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT",
+      60,
+      0,
+      1_000_000,
+    ),
+  });
   return Object.freeze({
+    messaging,
     sms,
     blobDir,
     dataDir,
@@ -243,6 +270,22 @@ function readPublicUrl(raw: string): string {
   if (url.search !== "" || url.hash !== "" || url.username !== "" || url.password !== "")
     throw invalid("HANDSAFE_PUBLIC_URL", raw, "a URL without query, fragment or credentials");
   return `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
+}
+
+/** An https:// (or http://) link texted to people: no credentials, at most 200 characters. */
+function readAppUrl(raw: string): string {
+  const name = "HANDSAFE_MESSAGING_APP_URL";
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw invalid(name, raw, "an absolute https:// URL, e.g. https://example.com/get-handsafe");
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:")
+    throw invalid(name, raw, "an https:// or http:// URL", `scheme ${url.protocol}`);
+  if (url.username !== "" || url.password !== "") throw invalid(name, raw, "a URL without credentials");
+  if (raw.length > 200) throw invalid(name, raw, "a URL of at most 200 characters (it goes in a text)");
+  return raw;
 }
 
 function readKey(name: string, raw: string): RedactedKey {

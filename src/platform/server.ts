@@ -11,6 +11,9 @@ import { registerActivationRoutes } from "../activation/routes.ts";
 import type { ActivationService } from "../activation/server.ts";
 import { type ManagementRoutes, registerManagementRoutes } from "../management/routes.ts";
 import { managementMigrations } from "../management/store.ts";
+import { messagingMigrations } from "../messaging/migrations.ts";
+import { type MessagingRoutes, registerMessagingRoutes } from "../messaging/routes.ts";
+import { startMessagingSweeper } from "../messaging/sweeper.ts";
 import { campaignMigrations } from "../updates/campaigns/migrations.ts";
 import { registerCampaignRoutes } from "../updates/campaigns/routes.ts";
 import type { CampaignService } from "../updates/campaigns/server.ts";
@@ -21,7 +24,7 @@ import { createGuards } from "./auth/guard.ts";
 import { registerAuthRoutes } from "./auth/routes.ts";
 import { type AuthTables, authMigrations, countAdminTokens, issueToken } from "./auth/store.ts";
 import { createFilesystemBlobStore } from "./blobs/filesystem.ts";
-import { type Config, loadConfig } from "./config.ts";
+import { type Config, defaultPublicUrl, loadConfig } from "./config.ts";
 import type { Platform } from "./context.ts";
 import { openDatabase } from "./db/database.ts";
 import { combineMigrations, migrateToLatest } from "./db/migrate.ts";
@@ -30,10 +33,16 @@ import { type App, createHttpApp } from "./http/app.ts";
 import { createMetrics } from "./http/metrics.ts";
 import { keyringFromConfig } from "./keyring.ts";
 import { inboxMigrations } from "./notify/inbox.ts";
-import { type AnySmsGateway, createSmsGateway } from "./notify/sms/index.ts";
+import { type AnySmsGateway, createSmsGateway, type InboundSms } from "./notify/sms/index.ts";
 import { registerSmsRoutes } from "./notify/sms/routes.ts";
 import { smsMigrations } from "./notify/sms/store.ts";
+import {
+  startWebhookDispatcher,
+  type WebhookDispatcherOptions,
+  webhookMigrations,
+} from "./notify/webhooks.ts";
 import { registryMigrations } from "./registry/handsets.ts";
+import { replayMigrations } from "./replay.ts";
 import { ensureServerCertificate, formatFingerprint, loadCertificate } from "./tls.ts";
 
 export const VERSION = "0.1.0";
@@ -50,6 +59,9 @@ export const allMigrations = combineMigrations(
   managementMigrations,
   updatesMigrations,
   campaignMigrations,
+  webhookMigrations,
+  replayMigrations,
+  messagingMigrations,
 );
 
 export interface RunningServer {
@@ -62,6 +74,8 @@ export interface RunningServer {
   updates: UpdatesService;
   /** Update campaigns (src/updates/campaigns/routes.ts). */
   campaigns: CampaignService;
+  /** Secure messaging: senders, messages, registrations (src/messaging/routes.ts). */
+  messaging: MessagingRoutes;
   /** https://host:port as handsets reach it. */
   url: string;
   /** base64url SHA-256 of the certificate's SubjectPublicKeyInfo: what handsets pin. */
@@ -77,6 +91,10 @@ export interface StartOptions {
   /** Replace the clock (tests). */
   clock?: () => number;
   allowSignup?: boolean;
+  /** The webhook dispatcher's settings (tests: a self-signed receiver's `ca`, a faster poll). */
+  webhooks?: Omit<WebhookDispatcherOptions, "onEvent">;
+  /** Adds routes before the server listens (benchmarks: a ceiling route on the same server). */
+  extend?: (app: App, platform: Platform) => Promise<void> | void;
 }
 
 export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
@@ -142,9 +160,29 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     management,
   });
   const campaigns = registerCampaignRoutes(app, platform, { management, updates });
+  // Known once the server listens (port 0 picks one): the default app link points at its /handset page.
+  let boundUrl = config.publicUrl ?? defaultPublicUrl(config.port);
+  const messaging = registerMessagingRoutes(app, platform, {
+    sms,
+    serviceNumber: config.sms.serviceNumber,
+    codeTtlSeconds: config.messaging.codeTtlSeconds,
+    registrationRateLimitPerMinute: config.messaging.registrationRateLimitPerMinute,
+    settings: {
+      retentionSeconds: config.messaging.retentionSeconds,
+      appUrl: () => config.messaging.appUrl ?? `${boundUrl}/handset`,
+    },
+  });
+  // The gateway has one inbound handler: each capability's in turn, until one takes the text.
+  const inboundHandlers: Array<(text: InboundSms) => Promise<boolean>> = [
+    (text) => messaging.registrations.handleInboundSms(text),
+  ];
+  sms.onInbound(async (text) => {
+    for (const handle of inboundHandlers) if (await handle(text)) return;
+  });
 
   try {
     await updates.ready;
+    await options.extend?.(app, platform);
     await app.listen({ host: config.host, port: config.port });
   } catch (e) {
     await sms.close();
@@ -156,9 +194,21 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     activation.sweepExpired().catch((err: unknown) => app.log.error({ err }, "activation sweep failed"));
   }, 60_000);
   sweeper.unref();
+  // Outbound webhooks of every capability (platform/notify/webhooks.ts): a poll per node, unref'd.
+  const webhooks = startWebhookDispatcher(platform, {
+    ...options.webhooks,
+    onEvent: (e) =>
+      e.type === "error"
+        ? app.log.error({ err: e.error }, "webhook pass failed")
+        : app.log.info({ webhook: e }, "webhook"),
+  });
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.port;
   const url = config.publicUrl ?? `https://localhost:${port}`;
+  boundUrl = url;
+  const messagingSweeper = startMessagingSweeper(messaging.service, (err) =>
+    app.log.error({ err }, "messaging sweep failed"),
+  );
   // Where a CLI on this machine finds its server by default (`handsafe admin …`, `handsafe handset …`).
   writeFileSync(
     join(config.dataDir, SERVER_INFO_FILE),
@@ -172,12 +222,15 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     management,
     updates,
     campaigns,
+    messaging,
     url,
     pin: cert.spkiSha256,
     fingerprint: formatFingerprint(cert.spkiSha256),
     adminToken,
     async close() {
       clearInterval(sweeper);
+      await messagingSweeper.stop();
+      await webhooks.stop();
       await app.close();
       await sms.close();
       await database.close();

@@ -1,0 +1,155 @@
+/**
+ * Accepted messages per second over HTTPS, next to the same server's ceiling for "one authenticated
+ * request + one durable insert", measured in the same run with the same clients and concurrency.
+ *
+ * - messages: POST /v1/messages to numbers with no handset — sender API key checked, body validated,
+ *   the message sealed at rest under the envelope key and stored, the "a message waits" text stored
+ *   in the outbox, audited. Also, for information, to a number with one registered handset (an HPKE
+ *   seal instead of the invitation).
+ * - ceiling: a route added to the same server (StartOptions.extend) that authenticates the sender
+ *   exactly as /v1/messages does and inserts one row — the least any accepted message must cost.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { sql } from "kysely";
+import { randomToken } from "../src/core/crypto/random.ts";
+import type { HttpClient } from "../src/handset/http-client.ts";
+import { MemoryKeystore } from "../src/handset/keystore.ts";
+import { createNodeHttpClient } from "../src/handset/node-transport.ts";
+import { MessagingApp } from "../src/messaging/handset.ts";
+import { OutboxPhone, SimulatedMessagingHandset } from "../src/messaging/simulator.ts";
+import { bearerToken } from "../src/platform/auth/guard.ts";
+import { loadConfig } from "../src/platform/config.ts";
+import { type RunningServer, startServer } from "../src/platform/server.ts";
+import type { BenchResult } from "./types.ts";
+
+const CONCURRENCY = 8;
+const MEASURE_MS = 3000;
+
+async function forDuration(ms: number, workers: Array<() => Promise<unknown>>): Promise<number> {
+  const end = performance.now() + ms;
+  let done = 0;
+  const start = performance.now();
+  await Promise.all(
+    workers.map(async (work) => {
+      while (performance.now() < end) {
+        await work();
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - start) / 1000);
+}
+
+function bearerClient(server: RunningServer, token: string): HttpClient {
+  const inner = createNodeHttpClient({ baseUrl: server.url, pin: server.pin });
+  const auth = { authorization: `Bearer ${token}` };
+  return {
+    ...inner,
+    request: (method, path, opts = {}) =>
+      inner.request(method, path, { ...opts, headers: { ...auth, ...opts.headers } }),
+    get: (path, opts = {}) => inner.request("GET", path, { ...opts, headers: { ...auth, ...opts.headers } }),
+    post: (path, json, opts = {}) =>
+      inner.request("POST", path, { ...opts, json, headers: { ...auth, ...opts.headers } }),
+    close: () => inner.close(),
+  };
+}
+
+let numberSeq = 0;
+/** A fresh valid German mobile number per message (+49 151 …), so every one is "unregistered". */
+const nextNumber = () => `+49151${String(10_000_000 + (numberSeq++ % 89_999_999)).slice(-8)}`;
+
+export async function benchMessaging(): Promise<BenchResult[]> {
+  const dataDir = mkdtempSync(join(tmpdir(), "handsafe-bench-msg-"));
+  let running: RunningServer | undefined;
+  const server = await startServer({
+    config: loadConfig({
+      HANDSAFE_DATA_DIR: dataDir,
+      HANDSAFE_PORT: "0",
+      HANDSAFE_LOG_LEVEL: "silent",
+      HANDSAFE_RATE_LIMIT: "0",
+      HANDSAFE_SMS_PER_NUMBER_PER_HOUR: "0",
+      HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT: "0",
+    }),
+    extend: async (app, platform) => {
+      await sql`create table if not exists bench_ceiling (id text primary key, sender_id text not null, body text not null, created_at bigint not null)`.execute(
+        platform.db,
+      );
+      app.post("/bench/ceiling", async (request, reply) => {
+        const sender = await running!.messaging.service.authenticateSender(bearerToken(request), request.ip);
+        await platform.db
+          .insertInto("bench_ceiling")
+          .values({
+            id: randomToken(12),
+            sender_id: sender.id,
+            body: JSON.stringify(request.body),
+            created_at: Date.now(),
+          })
+          .execute();
+        return reply.status(202).send({ ok: true });
+      });
+    },
+  });
+  running = server;
+  const clients: HttpClient[] = [];
+  try {
+    const admin = bearerClient(server, server.adminToken!);
+    clients.push(admin);
+    const { body: sender } = await admin.post<{ apiKey: string }>("/v1/admin/senders", { name: "Bench" });
+    const senders = Array.from({ length: CONCURRENCY }, () => {
+      const c = bearerClient(server, sender.apiKey);
+      clients.push(c);
+      return c;
+    });
+    const text = { type: "text", text: "Your test results are ready: please call the clinic. ".repeat(3) };
+
+    // One registered handset, for the "registered" figure.
+    const number = "+4915199999999";
+    const phoneHttp = createNodeHttpClient({ baseUrl: server.url, pin: server.pin });
+    clients.push(phoneHttp);
+    const app = await MessagingApp.open({ http: phoneHttp, keystore: new MemoryKeystore() });
+    await new SimulatedMessagingHandset(app, new OutboxPhone(admin, number)).registerByServerCode("phone");
+
+    const post = (c: HttpClient, to: string) => c.post("/v1/messages", { to, body: text });
+    // Warm both paths.
+    for (const c of senders) {
+      await post(c, nextNumber());
+      await c.post("/bench/ceiling", { to: nextNumber(), body: text });
+    }
+    const ceiling = await forDuration(
+      MEASURE_MS,
+      senders.map((c) => () => c.post("/bench/ceiling", { to: nextNumber(), body: text })),
+    );
+    const unregistered = await forDuration(
+      MEASURE_MS,
+      senders.map((c) => () => post(c, nextNumber())),
+    );
+    const registered = await forDuration(
+      MEASURE_MS,
+      senders.map((c) => () => post(c, number)),
+    );
+    const bound = { name: "authenticated request + one insert, same server", value: ceiling };
+    return [
+      { name: "ceiling: sender-authenticated request + 1 insert", value: ceiling, unit: "req/s" },
+      {
+        name: `messages accepted, no handset yet (sealed at rest, ${CONCURRENCY} clients)`,
+        value: unregistered,
+        unit: "msg/s",
+        ceiling: bound,
+        ratio: unregistered / ceiling,
+      },
+      {
+        name: "messages accepted, 1 registered handset (HPKE), for information",
+        value: registered,
+        unit: "msg/s",
+        ceiling: bound,
+        ratio: registered / ceiling,
+      },
+    ];
+  } finally {
+    for (const c of clients) c.close();
+    await server.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}

@@ -41,6 +41,13 @@ describe("handsafe demo", () => {
     expect(stdout).toMatch(/campaign completed: 100% done — installed 5 · rolled_back 1/);
     // The progress bar goes to stderr (a plain line per step off a terminal) and reaches 100%.
     expect(stderr).toMatch(/rollout \[#+\] 100\.0%/);
+    // …then secure messaging: a number with no handset, both registration variants, a signed reply.
+    expect(stdout).toMatch(/status waiting_registration/);
+    expect(stdout).toMatch(/phone mh_[\w-]+ decrypts: "Your appointment/);
+    expect(stdout).toMatch(/tablet mh_[\w-]+ registered/);
+    expect(stdout).toMatch(/tablet decrypts: "Please bring your last ECG/);
+    expect(stdout).toMatch(/webhook: a reply to msg_[\w-]+, signature verified/);
+    expect(stdout).toMatch(/the clinic reads the reply: "YES"/);
   });
 });
 

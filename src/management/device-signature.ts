@@ -10,64 +10,31 @@
  * `captureSignedBody` (preParsing) keeps the exact body bytes, which Content-Digest covers;
  * `requireDeviceSignature(service)` (preHandler) checks signature, nonce and dynamic-key use.
  */
-import { Readable } from "node:stream";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { HandsafeError } from "../core/errors.ts";
-import { normaliseAuthority, parseRequestSignature, type SignedRequestView } from "./protocol.ts";
+import { createBodyCapture, signedRequestView } from "../platform/http/signed-request.ts";
+import { parseRequestSignature } from "./protocol.ts";
 import type { ManagementService, VerifiedDevice } from "./server.ts";
 
-const rawBodies = new WeakMap<FastifyRequest, Uint8Array>();
 const verified = new WeakMap<FastifyRequest, VerifiedDevice>();
 
 /** Largest signed body kept for the digest check. */
 export const MAX_SIGNED_BODY_BYTES = 1024 * 1024;
 
+const capture = createBodyCapture(MAX_SIGNED_BODY_BYTES);
+
 /** preParsing: reads the body once, keeps its bytes, hands Fastify an identical stream. */
-export async function captureSignedBody(
-  request: FastifyRequest,
-  _reply: FastifyReply,
-  payload: NodeJS.ReadableStream,
-): Promise<NodeJS.ReadableStream> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of payload as AsyncIterable<Buffer | string>) {
-    const b = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
-    size += b.length;
-    if (size > MAX_SIGNED_BODY_BYTES)
-      throw new HandsafeError("request.too_large", "signed request body too large", { status: 413 });
-    chunks.push(b);
-  }
-  const body = Buffer.concat(chunks);
-  rawBodies.set(request, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
-  const replay = Readable.from(body.length ? [body] : []);
-  (replay as Readable & { receivedEncodedLength?: number }).receivedEncodedLength = body.length;
-  return replay;
-}
+export const captureSignedBody = capture.preParsing;
 
 /** The request as the signature covers it. */
-export function signedViewOf(request: FastifyRequest): SignedRequestView {
-  const url = request.raw.url ?? request.url;
-  const q = url.indexOf("?");
-  const headers: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(request.headers))
-    headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
-  const scheme = request.protocol;
-  return {
-    method: request.method,
-    scheme,
-    authority: normaliseAuthority(request.host, scheme),
-    path: q < 0 ? url : url.slice(0, q),
-    query: q < 0 ? "" : url.slice(q + 1),
-    headers,
-  };
-}
+export const signedViewOf = signedRequestView;
 
 /** preHandler: refuses with signature.* / management.dynamic_key_* (401) unless the request is signed. */
 export function requireDeviceSignature(
   service: ManagementService,
 ): (request: FastifyRequest, reply: FastifyReply) => Promise<void> {
   return async (request) => {
-    const body = rawBodies.get(request);
+    const body = capture.bodyOf(request);
     const declared = Number(request.headers["content-length"] ?? 0);
     if (body === undefined && (declared > 0 || request.headers["transfer-encoding"] !== undefined))
       throw new HandsafeError(

@@ -10,19 +10,17 @@
  * Every refusal is a 401 `signature.*` (unknown key: `signature.unknown_key`; a nonce seen before:
  * `signature.replayed`) and is audited as messaging.handset_request.
  */
-import { Readable } from "node:stream";
-import type { FastifyReply, FastifyRequest } from "fastify";
+import type { FastifyRequest } from "fastify";
 import { HandsafeError } from "../core/errors.ts";
 import {
   ed25519VerificationKey,
   nonceRetentionUntil,
-  normaliseAuthority,
   type ParsedSignature,
   parseSignature,
-  type SignedRequestView,
   verifySignature,
 } from "../core/http-signatures/index.ts";
 import type { Platform } from "../platform/context.ts";
+import { createBodyCapture, signedRequestView } from "../platform/http/signed-request.ts";
 import type { ReplayGuard } from "../platform/replay.ts";
 import { HANDSET_ID, REQUEST_SIGNATURE } from "./protocol.ts";
 import type { MessagingHandset } from "./inbox.ts";
@@ -31,52 +29,19 @@ import * as store from "./store.ts";
 /** Largest signed body kept for the digest check (a reply with a 64 KiB attachment fits). */
 export const MAX_SIGNED_BODY_BYTES = 128 * 1024;
 
-const rawBodies = new WeakMap<FastifyRequest, Uint8Array>();
 const verified = new WeakMap<FastifyRequest, MessagingHandset>();
 
 function sigError(code: string, message: string): HandsafeError {
   return new HandsafeError(code, message, { status: 401 });
 }
 
+const capture = createBodyCapture(MAX_SIGNED_BODY_BYTES);
+
 /** preParsing: reads the body once, keeps its exact bytes (Content-Digest covers them), replays it. */
-export async function captureBody(
-  request: FastifyRequest,
-  _reply: FastifyReply,
-  payload: NodeJS.ReadableStream,
-): Promise<NodeJS.ReadableStream> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of payload as AsyncIterable<Buffer | string>) {
-    const b = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
-    size += b.length;
-    if (size > MAX_SIGNED_BODY_BYTES)
-      throw new HandsafeError("request.too_large", "signed request body too large", { status: 413 });
-    chunks.push(b);
-  }
-  const body = Buffer.concat(chunks);
-  rawBodies.set(request, new Uint8Array(body.buffer, body.byteOffset, body.byteLength));
-  const replay = Readable.from(body.length ? [body] : []);
-  (replay as Readable & { receivedEncodedLength?: number }).receivedEncodedLength = body.length;
-  return replay;
-}
+export const captureBody = capture.preParsing;
 
 /** The request as its signature covers it (scheme and host as this server was reached). */
-export function viewOf(request: FastifyRequest): SignedRequestView {
-  const url = request.raw.url ?? request.url;
-  const q = url.indexOf("?");
-  const headers: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(request.headers))
-    headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
-  const scheme = request.protocol;
-  return {
-    method: request.method,
-    scheme,
-    authority: normaliseAuthority(request.host, scheme),
-    path: q < 0 ? url : url.slice(0, q),
-    query: q < 0 ? "" : url.slice(q + 1),
-    headers,
-  };
-}
+export const viewOf = signedRequestView;
 
 export interface HandsetRequestAuth {
   /** Route options of a route only an active registered handset may call. */
@@ -114,7 +79,7 @@ export function createHandsetRequestAuth(platform: Platform, replay: ReplayGuard
     request: FastifyRequest,
     keyFor: (parsed: ParsedSignature) => Promise<Uint8Array | undefined>,
   ): Promise<ParsedSignature> {
-    const body = rawBodies.get(request);
+    const body = capture.bodyOf(request);
     const declared = Number(request.headers["content-length"] ?? 0);
     if (body === undefined && (declared > 0 || request.headers["transfer-encoding"] !== undefined))
       throw new HandsafeError("internal", "a signed route with a body needs captureBody as preParsing", {

@@ -10,6 +10,7 @@ import { runDemo } from "./demo.ts";
 import { registerDeviceCommands } from "./device.ts";
 import { registerDeviceAdminCommands } from "./devices.ts";
 import { registerHandsetCommands } from "./handset.ts";
+import { registerMessagingCommands } from "./messaging.ts";
 import { runServer } from "./server.ts";
 import { registerUpdateCommands } from "./updates.ts";
 
@@ -53,6 +54,7 @@ registerUpdateCommands(program);
 registerCampaignCommands(program);
 registerDeviceAdminCommands(program);
 registerDeviceCommands(program);
+registerMessagingCommands(program);
 
 try {
   await program.parseAsync(process.argv);

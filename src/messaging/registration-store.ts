@@ -297,20 +297,21 @@ export async function deleteOldInboundCodes(db: Db, before: number): Promise<num
 
 // --- the per-number row ----------------------------------------------------------------------------
 
+const NEW_NUMBER = {
+  registrations_window: 0,
+  registrations_count: 0,
+  codes_window: 0,
+  codes_count: 0,
+  inbound_window: 0,
+  inbound_count: 0,
+  notice_at: 0,
+  touched_at: 0,
+} as const;
+
 async function ensureNumber(db: Db, number: string): Promise<void> {
   await db
     .insertInto("messaging_numbers")
-    .values({
-      phone_number: number,
-      registrations_window: 0,
-      registrations_count: 0,
-      codes_window: 0,
-      codes_count: 0,
-      inbound_window: 0,
-      inbound_count: 0,
-      notice_at: 0,
-      touched_at: 0,
-    })
+    .values({ phone_number: number, ...NEW_NUMBER })
     .onConflict((oc) => oc.column("phone_number").doNothing())
     .execute();
 }
@@ -341,16 +342,27 @@ export async function takeQuota(db: Db, number: string, quota: Quota, limit: num
   return Number(r.numUpdatedRows) === 1;
 }
 
-/** The "a message waits" gate: true for at most one caller per number per NOTICE_INTERVAL_MS. */
+/**
+ * The "a message waits" gate: true for at most one caller per number per NOTICE_INTERVAL_MS. One
+ * statement: a new number's row is created with the slot taken, an existing one takes it when its
+ * last notice is old enough. It also holds the number's row (PostgreSQL locks a conflicting row
+ * even when the WHERE is false; SQLite holds the write lock) to the end of the caller's
+ * transaction, like lockNumber.
+ */
 export async function takeNoticeSlot(db: Db, number: string, now: number): Promise<boolean> {
-  await ensureNumber(db, number);
+  // With a clock earlier than one interval (tests), a new row's notice_at 0 is not old enough.
+  const due = now >= NOTICE_INTERVAL_MS;
   const r = await db
-    .updateTable("messaging_numbers")
-    .set({ notice_at: now })
-    .where("phone_number", "=", number)
-    .where("notice_at", "<=", now - NOTICE_INTERVAL_MS)
+    .insertInto("messaging_numbers")
+    .values({ phone_number: number, ...NEW_NUMBER, notice_at: due ? now : 0 })
+    .onConflict((oc) =>
+      oc
+        .column("phone_number")
+        .doUpdateSet({ notice_at: now })
+        .where("messaging_numbers.notice_at", "<=", now - NOTICE_INTERVAL_MS),
+    )
     .executeTakeFirst();
-  return Number(r.numUpdatedRows) === 1;
+  return due && Number(r.numInsertedOrUpdatedRows ?? 0) === 1;
 }
 
 /**

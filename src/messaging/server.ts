@@ -149,6 +149,9 @@ export function checkWebhookUrl(input: unknown): string {
   return checkPlatformWebhookUrl(input).href;
 }
 
+/** Inside sendMessage's transaction: another request of this sender holds the Idempotency-Key. */
+class IdempotencyKeyTaken extends Error {}
+
 export class MessagingService {
   readonly db: store.Db;
 
@@ -163,8 +166,9 @@ export class MessagingService {
     return this.platform.clock();
   }
 
-  audit(entry: AuditEntry): Promise<void> {
-    return this.platform.audit(entry);
+  /** With `within`, in that open transaction (last in it: see Platform.audit). */
+  audit(entry: AuditEntry, within?: store.Db): Promise<void> {
+    return this.platform.audit(entry, within);
   }
 
   /** Audits the refusal, then throws it. */
@@ -304,51 +308,85 @@ export class MessagingService {
       expiresAt,
     });
     try {
-      const inserted = await store.insertMessage(this.db, {
-        id,
-        senderId: sender.id,
-        toNumber: to,
-        status: "waiting_registration",
-        sealedEnvelope: this.platform.keyring.sealAtRest(plaintext, AT_REST.message(id)),
-        replyWebhook,
-        idempotencyKey: idempotencyKey ?? null,
-        createdAt,
-        expiresAt,
-        deliveredAt: null,
-        readAt: null,
-        envelopeErasedAt: null,
-        purgedAt: null,
-      });
-      if (!inserted) {
-        // A concurrent request with the same key won the unique index.
-        const earlier = await store.findMessageByIdempotencyKey(this.db, sender.id, idempotencyKey!);
-        if (earlier) return { id: earlier.id, status: earlier.status, duplicate: true };
-        throw new HandsafeError("internal", "idempotent insert lost without a winner", { status: 500 });
-      }
-      // Handsets are read after the message is stored: a registration that committed before this
-      // read is sealed here; one after it finds the envelope itself (registration.ts).
-      const handsets = await store.activeHandsetsOf(this.db, to);
-      const sealed = await this.sealTo(id, plaintext, handsets);
-      const status: MessageStatus = sealed > 0 ? "queued" : "waiting_registration";
-      if (sealed > 0) await store.transitionMessage(this.db, id, "sealed", this.now());
-      const notified = await this.notifyNumber(
-        to,
-        sealed > 0
-          ? messageWaitingText(sender.name)
-          : appLinkText(sender.name, this.deps.settings.appUrl(), expiresAt),
-        actor,
-      );
-      await this.audit({
+      const sealedEnvelope = this.platform.keyring.sealAtRest(plaintext, AT_REST.message(id));
+      const accepted = (sealed: number, notified: boolean): AuditEntry => ({
         actor,
         action: "messaging.message_accepted",
         subject: `message:${id}`,
         outcome: "allow",
         details: { to: maskNumber(to), handsets: sealed, notified, bodyType: body.type },
       });
+      const sms = this.deps.sms;
+      let written: { sealed: number; noticeAfterCommit: string | undefined };
+      try {
+        // One transaction, one commit: the number's row, the message, its deliveries, the notice
+        // when the gateway is the outbox, and the audit record of the decision.
+        written = await this.db.transaction().execute(async (trx) => {
+          // The number's row first (the notice gate): it holds the row to the commit, as a
+          // registration does (enrolment.ts). So a registration either committed its handset before
+          // the read below, or reads this message after this transaction committed.
+          const noticeSlot = await takeNoticeSlot(trx, to, createdAt);
+          const handsets = await store.activeHandsetsOf(trx, to);
+          const deliveries = this.sealDeliveries(id, plaintext, handsets);
+          const inserted = await store.insertMessage(trx, {
+            id,
+            senderId: sender.id,
+            toNumber: to,
+            status: deliveries.length > 0 ? "queued" : "waiting_registration",
+            sealedEnvelope,
+            replyWebhook,
+            idempotencyKey: idempotencyKey ?? null,
+            createdAt,
+            expiresAt,
+            deliveredAt: null,
+            readAt: null,
+            envelopeErasedAt: null,
+            purgedAt: null,
+          });
+          // Rolls back the notice slot too (and PostgreSQL refuses anything more in this transaction).
+          if (!inserted) throw new IdempotencyKeyTaken();
+          await store.insertDeliveries(trx, deliveries, this.now());
+          const sealed = deliveries.length;
+          const text = noticeSlot
+            ? sealed > 0
+              ? messageWaitingText(sender.name)
+              : appLinkText(sender.name, this.deps.settings.appUrl(), expiresAt)
+            : undefined;
+          // A network gateway is called after the commit: it never holds the database.
+          if (text !== undefined && sms.sendInTransaction === undefined)
+            return { sealed, noticeAfterCommit: text };
+          const notified =
+            text !== undefined &&
+            (await this.sendNotice(to, actor, () => sms.sendInTransaction!(trx, to, text), trx));
+          await this.audit(accepted(sealed, notified), trx);
+          return { sealed, noticeAfterCommit: undefined };
+        });
+      } catch (e) {
+        if (!(e instanceof IdempotencyKeyTaken)) throw e;
+        // A concurrent request with the same key won the unique index.
+        const earlier = await store.findMessageByIdempotencyKey(this.db, sender.id, idempotencyKey!);
+        if (earlier) return { id: earlier.id, status: earlier.status, duplicate: true };
+        throw new HandsafeError("internal", "idempotent insert lost without a winner", { status: 500 });
+      }
+      const { sealed, noticeAfterCommit } = written;
+      const status: MessageStatus = sealed > 0 ? "queued" : "waiting_registration";
+      if (noticeAfterCommit !== undefined) {
+        const notified = await this.sendNotice(to, actor, () => sms.send(to, noticeAfterCommit));
+        await this.audit(accepted(sealed, notified));
+      }
       return { id, status, duplicate: false };
     } finally {
       plaintext.fill(0);
     }
+  }
+
+  /** The HPKE seal of the plaintext to each handset, as delivery rows. */
+  private sealDeliveries(
+    messageId: string,
+    plaintext: Uint8Array,
+    handsets: ReadonlyArray<{ id: string; encryptionKey: Uint8Array }>,
+  ): Array<{ messageId: string; handsetId: string; enc: Uint8Array; ciphertext: Uint8Array }> {
+    return handsets.map((h) => ({ messageId, handsetId: h.id, ...sealForHandset(plaintext, messageId, h) }));
   }
 
   /** HPKE-seals the plaintext to each handset and stores the deliveries; returns how many exist now. */
@@ -357,32 +395,36 @@ export class MessagingService {
     plaintext: Uint8Array,
     handsets: ReadonlyArray<{ id: string; encryptionKey: Uint8Array }>,
   ): Promise<number> {
-    const rows = handsets.map((h) => ({
-      messageId,
-      handsetId: h.id,
-      ...sealForHandset(plaintext, messageId, h),
-    }));
+    const rows = this.sealDeliveries(messageId, plaintext, handsets);
     await store.insertDeliveries(this.db, rows, this.now());
     return rows.length;
   }
 
   /**
-   * One notice text per number per 10 minutes (the gate is a compare-and-set on the number's row).
-   * A text the SMS path refuses (its own per-number limit, a gateway failure) does not fail the
-   * message: it is audited and the message waits all the same.
+   * Sends the notice text once the number's gate (one per 10 minutes, takeNoticeSlot) let it. A text
+   * the SMS path refuses (its own per-number limit, a gateway failure) does not fail the message: it
+   * is audited (in `within` when the text was sent in that transaction) and the message waits all
+   * the same.
    */
-  async notifyNumber(to: string, text: string, actor: string): Promise<boolean> {
-    if (!(await takeNoticeSlot(this.db, to, this.now()))) return false;
+  private async sendNotice(
+    to: string,
+    actor: string,
+    send: () => Promise<unknown>,
+    within?: store.Db,
+  ): Promise<boolean> {
     try {
-      await this.deps.sms.send(to, text);
+      await send();
       return true;
     } catch (e) {
-      await this.audit({
-        actor,
-        action: "messaging.notice_sent",
-        outcome: "error",
-        details: { to: maskNumber(to), code: e instanceof HandsafeError ? e.code : "sms.failed" },
-      });
+      await this.audit(
+        {
+          actor,
+          action: "messaging.notice_sent",
+          outcome: "error",
+          details: { to: maskNumber(to), code: e instanceof HandsafeError ? e.code : "sms.failed" },
+        },
+        within,
+      );
       return false;
     }
   }

@@ -85,6 +85,10 @@ export function auditRecordHash(prevHash: string, record: Omit<AuditRecord, "pre
     outcome: record.outcome,
     details: record.details,
   });
+  return chainHash(prevHash, body);
+}
+
+function chainHash(prevHash: string, body: string): string {
   return createHash("sha256")
     .update(AUDIT_HASH_LABEL)
     .update(Buffer.of(0))
@@ -94,45 +98,115 @@ export function auditRecordHash(prevHash: string, record: Omit<AuditRecord, "pre
     .digest("hex");
 }
 
-export async function appendAudit(database: Database, entry: AuditEntry): Promise<AuditRecord> {
-  const details = checkEntry(entry);
-  const detailsText = canonicalJson(details);
-  return tables(database)
-    .transaction()
-    .execute(async (trx) => {
-      // Serialise appenders across processes on the head row. PostgreSQL: a row lock. SQLite:
-      // writing first takes the database write lock before we read, so a second process waits
-      // (busy_timeout) instead of failing to upgrade a read snapshot.
-      if (database.dialect === "sqlite")
-        await trx.updateTable("audit_head").set({ seq: sql`seq` }).where("id", "=", 1).execute();
-      let headQuery = trx.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1);
-      if (database.dialect === "postgres") headQuery = headQuery.forUpdate();
-      const head = await headQuery.executeTakeFirst();
-      if (head === undefined)
-        throw new HandsafeError("storage.schema_missing", "audit_head row missing: migrations not run?", {
-          status: 500,
-        });
-
-      const fields = {
-        seq: Number(head.seq) + 1,
-        at: Date.now(),
-        actor: entry.actor,
-        action: entry.action,
-        subject: entry.subject ?? null,
-        outcome: entry.outcome,
-        details,
-      };
-      const hash = auditRecordHash(head.hash, fields);
-      await trx
-        .insertInto("audit_log")
-        .values({ ...fields, details: detailsText, prev_hash: head.hash, hash })
-        .execute();
-      await trx.updateTable("audit_head").set({ seq: fields.seq, hash }).where("id", "=", 1).execute();
-      return { ...fields, prevHash: head.hash, hash };
-    });
+/**
+ * canonicalJson of the record with its details already encoded (checkEntry did that once): the
+ * keys in canonical order. auditRecordHash, which verifyAuditChain uses, is the definition; the
+ * storage tests check every appended record against it.
+ */
+function recordBody(fields: Omit<AuditRecord, "prevHash" | "hash" | "details">, detailsText: string): string {
+  return (
+    `{"action":${JSON.stringify(fields.action)},"actor":${JSON.stringify(fields.actor)},` +
+    `"at":${canonicalJson(fields.at)},"details":${detailsText},"outcome":${JSON.stringify(fields.outcome)},` +
+    `"seq":${canonicalJson(fields.seq)},"subject":${fields.subject === null ? "null" : JSON.stringify(fields.subject)}}`
+  );
 }
 
-function checkEntry(entry: AuditEntry): Record<string, unknown> {
+type Head = { seq: number; hash: string };
+
+/**
+ * Per open database, the head this process wrote last. Only a guess: appendAudit writes the new
+ * head with a compare-and-set on it, so another process or node that appended since (or a
+ * transaction that rolled back) makes the guess miss, and the head is then read under its lock.
+ */
+const lastHeads = new WeakMap<Database, Head>();
+
+/**
+ * Appends one record. With `within` (a transaction of `database` the caller has open) the record is
+ * part of that transaction: it commits, or not, with the decision it records. Put it last there: on
+ * PostgreSQL the head row stays locked until that commit.
+ */
+export async function appendAudit(
+  database: Database,
+  entry: AuditEntry,
+  within?: Kysely<unknown>,
+): Promise<AuditRecord> {
+  const { details, text: detailsText } = checkEntry(entry);
+  const record = (head: Head): AuditRecord => {
+    const fields = {
+      seq: head.seq + 1,
+      at: Date.now(),
+      actor: entry.actor,
+      action: entry.action,
+      subject: entry.subject ?? null,
+      outcome: entry.outcome,
+    };
+    return {
+      ...fields,
+      details,
+      prevHash: head.hash,
+      hash: chainHash(head.hash, recordBody(fields, detailsText)),
+    };
+  };
+  const append = async (trx: Kysely<AuditTables>): Promise<AuditRecord> => {
+    const insert = (r: AuditRecord) =>
+      trx
+        .insertInto("audit_log")
+        .values({
+          seq: r.seq,
+          at: r.at,
+          actor: r.actor,
+          action: r.action,
+          subject: r.subject,
+          outcome: r.outcome,
+          details: detailsText,
+          prev_hash: r.prevHash,
+          hash: r.hash,
+        })
+        .execute();
+    const guess = lastHeads.get(database);
+    if (guess !== undefined) {
+      // The head moves only if it still is the guess: one statement, which takes the head row's
+      // lock (PostgreSQL, rechecked after waiting for it) or the write lock (SQLite) first.
+      const r = record(guess);
+      const moved = await trx
+        .updateTable("audit_head")
+        .set({ seq: r.seq, hash: r.hash })
+        .where("id", "=", 1)
+        .where("seq", "=", guess.seq)
+        .where("hash", "=", guess.hash)
+        .executeTakeFirst();
+      if (Number(moved.numUpdatedRows) === 1) {
+        await insert(r);
+        lastHeads.set(database, { seq: r.seq, hash: r.hash });
+        return r;
+      }
+    }
+    // Serialise appenders across processes on the head row. PostgreSQL: a row lock. SQLite:
+    // writing first takes the database write lock before we read, so a second process waits
+    // (busy_timeout) instead of failing to upgrade a read snapshot.
+    if (database.dialect === "sqlite")
+      await trx.updateTable("audit_head").set({ seq: sql`seq` }).where("id", "=", 1).execute();
+    let headQuery = trx.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1);
+    if (database.dialect === "postgres") headQuery = headQuery.forUpdate();
+    const head = await headQuery.executeTakeFirst();
+    if (head === undefined)
+      throw new HandsafeError("storage.schema_missing", "audit_head row missing: migrations not run?", {
+        status: 500,
+      });
+    const r = record({ seq: Number(head.seq), hash: head.hash });
+    await insert(r);
+    await trx.updateTable("audit_head").set({ seq: r.seq, hash: r.hash }).where("id", "=", 1).execute();
+    // Set before the commit: another append that guesses it waits for this transaction's lock
+    // and then finds the head it guessed, or (rolled back) misses and reads the head.
+    lastHeads.set(database, { seq: r.seq, hash: r.hash });
+    return r;
+  };
+  if (within !== undefined) return append(within as Kysely<AuditTables>);
+  return tables(database).transaction().execute(append);
+}
+
+/** The details as stored (undefined dropped) and their canonical JSON; audit.invalid_entry otherwise. */
+function checkEntry(entry: AuditEntry): { details: Record<string, unknown>; text: string } {
   const bad = (why: string) =>
     new HandsafeError("audit.invalid_entry", `audit entry refused: ${why}`, { status: 500 });
   for (const key of ["actor", "action"] as const) {
@@ -157,8 +231,9 @@ function checkEntry(entry: AuditEntry): Record<string, unknown> {
     throw bad(`details are not canonical-JSON encodable (${e instanceof Error ? e.message : String(e)})`);
   }
   if (text.length > MAX_DETAILS_LENGTH) throw bad(`details exceed ${MAX_DETAILS_LENGTH} characters`);
-  // Round-trip so the returned record holds exactly what the hash covers (undefined dropped).
-  return JSON.parse(text) as Record<string, unknown>;
+  // Round-trip so the returned record holds exactly what the hash covers (undefined dropped); the
+  // canonical JSON of that copy is `text` again.
+  return { details: JSON.parse(text) as Record<string, unknown>, text };
 }
 
 /**

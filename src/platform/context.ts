@@ -18,8 +18,12 @@ export interface Platform {
   // biome-ignore lint/suspicious/noExplicitAny: each capability narrows this to its own tables.
   readonly db: Kysely<any>;
   readonly keyring: Keyring;
-  /** Appends to the hash-chained audit log and counts the decision in the metrics. */
-  audit(entry: AuditEntry): Promise<void>;
+  /**
+   * Appends to the hash-chained audit log and counts the decision in the metrics. With `within`, an
+   * open transaction on `db`, the entry is written in it (appendAudit): last in it, please.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: any capability's transaction.
+  audit(entry: AuditEntry, within?: Kysely<any>): Promise<void>;
   /** Epoch milliseconds; tests move time with their own clock. */
   clock(): number;
   readonly metrics: Metrics;

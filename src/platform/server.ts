@@ -123,9 +123,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     clock,
     metrics,
     guards: createGuards(db as Kysely<AuthTables>, clock),
-    async audit(entry) {
+    async audit(entry, within) {
       metrics.securityEvents.inc({ action: entry.action, outcome: entry.outcome });
-      await appendAudit(database, entry);
+      await appendAudit(database, entry, within);
     },
   };
 

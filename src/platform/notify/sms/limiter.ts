@@ -51,12 +51,21 @@ export function createSendLimiter(options: SendLimiterOptions): SendLimiter {
     sent.set(number, times);
   }
 
-  return <G extends SmsGateway>(gateway: G): G => ({
-    ...gateway,
-    async send(to: string, text: string) {
-      // Count by the normalised number, so "+44 7911 123456" and "+447911123456" share a budget.
-      take(normalisePhoneNumber(to));
-      return gateway.send(to, text);
-    },
-  });
+  return <G extends SmsGateway>(gateway: G): G => {
+    const limited: G = {
+      ...gateway,
+      async send(to: string, text: string) {
+        // Count by the normalised number, so "+44 7911 123456" and "+447911123456" share a budget.
+        take(normalisePhoneNumber(to));
+        return gateway.send(to, text);
+      },
+    };
+    const inner = gateway.sendInTransaction;
+    if (inner !== undefined)
+      limited.sendInTransaction = async (trx, to, text) => {
+        take(normalisePhoneNumber(to));
+        return inner.call(gateway, trx, to, text);
+      };
+    return limited;
+  };
 }

@@ -30,18 +30,21 @@ export function createOutboxGateway(
   const clock = options.clock ?? Date.now;
   let handler: InboundHandler | undefined;
 
+  async function sendWith(db: Kysely<SmsTables>, to: string, text: string): Promise<{ id: string }> {
+    checkSmsText(text);
+    const stored = await insertText(
+      db,
+      { direction: "mt", from: serviceNumber, to: normalisePhoneNumber(to), text },
+      clock(),
+    );
+    return { id: stored.id };
+  }
+
   return {
     kind: "outbox",
     serviceNumber,
-    async send(to, text) {
-      checkSmsText(text);
-      const stored = await insertText(
-        texts,
-        { direction: "mt", from: serviceNumber, to: normalisePhoneNumber(to), text },
-        clock(),
-      );
-      return { id: stored.id };
-    },
+    send: (to, text) => sendWith(texts, to, text),
+    sendInTransaction: (trx, to, text) => sendWith(trx as Kysely<SmsTables>, to, text),
     onInbound(h) {
       handler = h;
     },

@@ -10,12 +10,24 @@ import { HandsafeError } from "../../../core/errors.ts";
 const MAX_INPUT_LENGTH = 40;
 
 /**
+ * Valid inputs already normalised, by default country and input: a number is parsed once on its
+ * way in and again by every layer it passes (messaging, the SMS limiter, the gateway), and a parse
+ * with the "max" metadata costs tens of microseconds. The answer depends on the input alone, so
+ * remembering it changes nothing; the oldest entries go first past MAX_REMEMBERED.
+ */
+const remembered = new Map<string, string>();
+const MAX_REMEMBERED = 4096;
+
+/**
  * `input` as E.164, or HandsafeError("phone.invalid"). Without a leading "+" the number is read
  * as a national number of `defaultCountry` (ISO 3166-1 alpha-2, e.g. "GB").
  */
 export function normalisePhoneNumber(input: string, defaultCountry?: string): string {
   if (typeof input !== "string" || input.length === 0 || input.length > MAX_INPUT_LENGTH)
     throw invalid(input, "expected a phone number of at most 40 characters");
+  const key = `${defaultCountry ?? ""}\u0000${input}`;
+  const known = remembered.get(key);
+  if (known !== undefined) return known;
   let parsed: ReturnType<typeof parsePhoneNumberWithError>;
   try {
     parsed = parsePhoneNumberWithError(
@@ -26,6 +38,8 @@ export function normalisePhoneNumber(input: string, defaultCountry?: string): st
     throw invalid(input, e instanceof Error ? e.message : "unparseable", e);
   }
   if (!parsed.isValid()) throw invalid(input, "not an assigned number range");
+  if (remembered.size >= MAX_REMEMBERED) remembered.delete(remembered.keys().next().value as string);
+  remembered.set(key, parsed.number);
   return parsed.number;
 }
 

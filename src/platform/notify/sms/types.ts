@@ -24,10 +24,19 @@ export type SmsGatewayKind = "outbox" | "smpp" | "http";
 /** Receives texts that handsets send to the service; a rejection asks the sender to retry later. */
 export type InboundHandler = (sms: InboundSms) => Promise<void>;
 
+import type { Kysely } from "kysely";
+
 export interface SmsGateway {
   readonly kind: SmsGatewayKind;
   /** Sends a text from the service's number; resolves when the gateway accepted it. */
   send(to: string, text: string): Promise<{ id: string }>;
+  /**
+   * Only a gateway whose sending is a write to the platform's database (the outbox): the same send
+   * inside the caller's open transaction `trx`, so the text commits with what it tells of. A network
+   * gateway has none; its send is called after the commit, never holding the database.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: the caller's transaction, whatever its tables.
+  sendInTransaction?(trx: Kysely<any>, to: string, text: string): Promise<{ id: string }>;
   /** Registers the one handler for texts that handsets send to the service. */
   onInbound(handler: InboundHandler): void;
   close(): Promise<void>;

@@ -1,0 +1,96 @@
+import { chachaOpen, chachaSeal } from "../crypto/aead.ts";
+import { hkdfSha256 } from "../crypto/hkdf.ts";
+import { generateX25519, x25519, x25519PublicKey } from "../crypto/x25519.ts";
+import { concatBytes } from "../codec/bytes.ts";
+import { isHandsafeError } from "../errors.ts";
+import { decodeBase64, encodeBase64 } from "./base64.ts";
+import { ageError, AGE_ERRORS } from "./errors.ts";
+import { parseIdentity, parseRecipient } from "./keys.ts";
+import { type AgeIdentity, type AgeRecipient, FILE_KEY_LENGTH, type Stanza } from "./stanza.ts";
+
+/** age v1 §X25519 recipient stanza: `-> X25519 <ephemeral share>` over ChaCha20-Poly1305(wrap key, file key). */
+
+export const X25519_STANZA_TYPE = "X25519";
+export const X25519_WRAP_INFO = "age-encryption.org/v1/X25519";
+const SHARE_LENGTH = 32;
+/** The 16-byte file key plus the 16-byte Poly1305 tag. */
+const BODY_LENGTH = FILE_KEY_LENGTH + 16;
+/** The wrap key is used once, so the nonce is fixed to 12 zero bytes. */
+const ZERO_NONCE = new Uint8Array(12);
+
+function sharedSecret(scalar: Uint8Array, u: Uint8Array): Uint8Array {
+  try {
+    return x25519(scalar, u);
+  } catch (e) {
+    // "If the shared secret is all 0x00 bytes, the identity implementation MUST abort."
+    if (isHandsafeError(e, "crypto.invalid_point"))
+      throw ageError(AGE_ERRORS.x25519LowOrder, "X25519 share is a low-order point", e);
+    throw e;
+  }
+}
+
+function wrapKey(secret: Uint8Array, share: Uint8Array, recipient: Uint8Array): Uint8Array {
+  return hkdfSha256(secret, concatBytes(share, recipient), X25519_WRAP_INFO, 32);
+}
+
+export class X25519Recipient implements AgeRecipient {
+  readonly publicKey: Uint8Array;
+
+  /** From an `age1…` string or a 32-byte public key. */
+  constructor(recipient: string | Uint8Array) {
+    this.publicKey = typeof recipient === "string" ? parseRecipient(recipient) : recipient;
+    if (this.publicKey.length !== SHARE_LENGTH)
+      throw ageError(AGE_ERRORS.keyInvalid, "X25519 recipient is 32 bytes");
+  }
+
+  wrap(fileKey: Uint8Array): Stanza[] {
+    // A new ephemeral secret for each stanza and each file.
+    const ephemeral = generateX25519();
+    const secret = sharedSecret(ephemeral.privateKey, this.publicKey);
+    const key = wrapKey(secret, ephemeral.publicKey, this.publicKey);
+    return [
+      {
+        args: [X25519_STANZA_TYPE, encodeBase64(ephemeral.publicKey)],
+        body: chachaSeal(key, ZERO_NONCE, fileKey),
+      },
+    ];
+  }
+}
+
+export class X25519Identity implements AgeIdentity {
+  readonly #privateKey: Uint8Array;
+  readonly publicKey: Uint8Array;
+
+  /** From an `AGE-SECRET-KEY-1…` string or a 32-byte scalar. */
+  constructor(identity: string | Uint8Array) {
+    this.#privateKey = typeof identity === "string" ? parseIdentity(identity) : identity;
+    this.publicKey = x25519PublicKey(this.#privateKey);
+  }
+
+  unwrap(stanzas: readonly Stanza[]): Uint8Array | undefined {
+    for (const stanza of stanzas) {
+      if (stanza.args[0] !== X25519_STANZA_TYPE) continue;
+      if (stanza.args.length !== 2)
+        throw ageError(AGE_ERRORS.stanzaMalformed, "X25519 stanza must have exactly two arguments");
+      const share = decodeBase64(stanza.args[1]!);
+      if (share === undefined || share.length !== SHARE_LENGTH)
+        throw ageError(AGE_ERRORS.stanzaMalformed, "X25519 share must be canonical base64 of 32 bytes");
+      // Checked before decrypting, against partitioning oracles (age v1 §X25519).
+      if (stanza.body.length !== BODY_LENGTH)
+        throw ageError(AGE_ERRORS.stanzaMalformed, `X25519 stanza body must be ${BODY_LENGTH} bytes`);
+      const secret = sharedSecret(this.#privateKey, share);
+      const key = wrapKey(secret, share, this.publicKey);
+      try {
+        return chachaOpen(key, ZERO_NONCE, stanza.body);
+      } catch (e) {
+        if (isHandsafeError(e, "crypto.decrypt_failed")) continue; // addressed to someone else
+        throw e;
+      }
+    }
+    return undefined;
+  }
+
+  toJSON(): string {
+    return "[X25519Identity redacted]";
+  }
+}

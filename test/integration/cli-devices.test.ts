@@ -3,33 +3,13 @@
  * them: real processes, a real server. A batch with one bad row, a device made from its key file,
  * a dynamic key by SMS, a package and a campaign, the device updating into its other slot.
  */
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { handsafe } from "../helpers/cli.ts";
 import { startTestServer, type TestServer } from "../helpers/server.ts";
-
-const run = promisify(execFile);
-const BIN = join(import.meta.dirname, "../../bin/handsafe.js");
-
-async function handsafe(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
-      env: { ...process.env, ...env },
-      timeout: 60_000,
-    });
-    return { stdout, stderr, code: 0 };
-  } catch (e) {
-    const err = e as { stdout: string; stderr: string; code: number };
-    return { stdout: err.stdout, stderr: err.stderr, code: err.code };
-  }
-}
 
 /** A Luhn-valid IMEI. */
 function imei(): string {

@@ -4,32 +4,12 @@
  * in folders register for it (the server's code, their own code), decrypt the message and reply; the
  * sender reads the replies and the receipts. Errors are codes, never stacks.
  */
-import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { handsafe } from "../helpers/cli.ts";
 import { startTestServer, type TestServer } from "../helpers/server.ts";
-
-const run = promisify(execFile);
-const BIN = join(import.meta.dirname, "../../bin/handsafe.js");
-
-async function handsafe(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
-      env: { ...process.env, ...env },
-      timeout: 60_000,
-    });
-    return { stdout, stderr, code: 0 };
-  } catch (e) {
-    const err = e as { stdout: string; stderr: string; code: number };
-    return { stdout: err.stdout, stderr: err.stderr, code: err.code };
-  }
-}
 
 /** Runs a command that must succeed (its stderr in the failure message otherwise). */
 async function ok(args: string[], env: Record<string, string>): Promise<string> {

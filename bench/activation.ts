@@ -13,24 +13,10 @@ import { createNodeHttpClient } from "../src/handset/node-transport.ts";
 import { loadConfig } from "../src/platform/config.ts";
 import { startServer } from "../src/platform/server.ts";
 import type { BenchResult } from "./types.ts";
+import { forDuration } from "./timing.ts";
 
 const CONCURRENCY = 8;
 const MEASURE_MS = 3000;
-
-async function forDuration(ms: number, workers: Array<() => Promise<unknown>>): Promise<number> {
-  const end = performance.now() + ms;
-  let done = 0;
-  const start = performance.now();
-  await Promise.all(
-    workers.map(async (work) => {
-      while (performance.now() < end) {
-        await work();
-        done++;
-      }
-    }),
-  );
-  return done / ((performance.now() - start) / 1000);
-}
 
 export async function benchActivation(): Promise<BenchResult[]> {
   const dataDir = mkdtempSync(join(tmpdir(), "handsafe-bench-"));

@@ -4,6 +4,7 @@ import type { CryptoBackend } from "../src/core/crypto/backend/types.ts";
 import { backend as webBackend } from "../src/core/crypto/backend/web.ts";
 import { calculateGenerator, cpaceFinish, cpaceInitiate, cpaceRespond } from "../src/core/crypto/cpace.ts";
 import type { BenchResult } from "./types.ts";
+import { opsPerSecond } from "./timing.ts";
 
 /**
  * Crypto throughput. The CPace figure is compared with what X25519 alone allows: an exchange
@@ -12,22 +13,6 @@ import type { BenchResult } from "./types.ts";
  */
 
 const MEASURE_MS = 1000;
-const WARMUP_MS = 200;
-
-/** Operations per second of `op`, after a warm-up, over about `ms` milliseconds. */
-function opsPerSecond(op: () => unknown, ms = MEASURE_MS): number {
-  const warmEnd = performance.now() + WARMUP_MS;
-  while (performance.now() < warmEnd) op();
-  let count = 0;
-  const start = performance.now();
-  let now = start;
-  while (now - start < ms) {
-    for (let i = 0; i < 8; i++) op();
-    count += 8;
-    now = performance.now();
-  }
-  return (count * 1000) / (now - start);
-}
 
 function cpaceExchange(b: CryptoBackend): () => void {
   const common = { prs: utf8("correct horse battery staple"), ci: utf8("bench"), sid: b.randomBytes(16) };

@@ -7,6 +7,7 @@ import type { CryptoBackend } from "../src/core/crypto/backend/types.ts";
 import { backend as webBackend } from "../src/core/crypto/backend/web.ts";
 import { generateHpkeKeyPair, hpkeOpen, hpkeRecipientKey, hpkeSeal } from "../src/core/crypto/hpke.ts";
 import type { BenchResult } from "./types.ts";
+import { opsPerSecond } from "./timing.ts";
 
 /**
  * HPKE (RFC 9180 base mode, X25519 / HKDF-SHA256 / ChaCha20-Poly1305) on our synchronous primitives,
@@ -22,20 +23,6 @@ const MEASURE_MS = 500;
 const WARMUP_MS = 150;
 /** Best of rounds: the 2 shared cores are noisy, and the least disturbed round is the truest. */
 const ROUNDS = 3;
-
-function opsPerSecond(op: () => unknown, ms = MEASURE_MS): number {
-  const warmEnd = performance.now() + WARMUP_MS;
-  while (performance.now() < warmEnd) op();
-  let count = 0;
-  const start = performance.now();
-  let now = start;
-  while (now - start < ms) {
-    for (let i = 0; i < 4; i++) op();
-    count += 4;
-    now = performance.now();
-  }
-  return (count * 1000) / (now - start);
-}
 
 async function opsPerSecondAsync(op: () => Promise<unknown>, ms = MEASURE_MS): Promise<number> {
   const warmEnd = performance.now() + WARMUP_MS;

@@ -23,24 +23,10 @@ import { bearerToken } from "../src/platform/auth/guard.ts";
 import { loadConfig } from "../src/platform/config.ts";
 import { type RunningServer, startServer } from "../src/platform/server.ts";
 import type { BenchResult } from "./types.ts";
+import { forDuration } from "./timing.ts";
 
 const CONCURRENCY = 8;
 const MEASURE_MS = 3000;
-
-async function forDuration(ms: number, workers: Array<() => Promise<unknown>>): Promise<number> {
-  const end = performance.now() + ms;
-  let done = 0;
-  const start = performance.now();
-  await Promise.all(
-    workers.map(async (work) => {
-      while (performance.now() < end) {
-        await work();
-        done++;
-      }
-    }),
-  );
-  return done / ((performance.now() - start) / 1000);
-}
 
 function bearerClient(server: RunningServer, token: string): HttpClient {
   const inner = createNodeHttpClient({ baseUrl: server.url, pin: server.pin });

@@ -34,3 +34,37 @@ export async function bestOfRounds<K extends string>(
     }
   return best;
 }
+
+/**
+ * Operations per second of a synchronous `op`: a warm-up of `warmupMs`, then about `ms` of calls in
+ * batches of 4 (so reading the clock costs little next to the operation).
+ */
+export function opsPerSecond(op: () => unknown, ms: number, warmupMs = 200): number {
+  const warmEnd = performance.now() + warmupMs;
+  while (performance.now() < warmEnd) op();
+  let count = 0;
+  const start = performance.now();
+  let now = start;
+  while (now - start < ms) {
+    for (let i = 0; i < 4; i++) op();
+    count += 4;
+    now = performance.now();
+  }
+  return (count * 1000) / (now - start);
+}
+
+/** Completed calls per second when each worker runs its call in a loop for `ms` (concurrency = workers). */
+export async function forDuration(ms: number, workers: Array<() => Promise<unknown>>): Promise<number> {
+  const end = performance.now() + ms;
+  let done = 0;
+  const start = performance.now();
+  await Promise.all(
+    workers.map(async (work) => {
+      while (performance.now() < end) {
+        await work();
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - start) / 1000);
+}

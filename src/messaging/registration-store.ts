@@ -6,6 +6,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import { toBytes } from "../platform/db/columns.ts";
+import { prepareQuery } from "../platform/db/compiled.ts";
 import {
   type InboundCodeState,
   MAX_CODE_TRIES,
@@ -342,6 +343,21 @@ export async function takeQuota(db: Db, number: string, quota: Quota, limit: num
   return Number(r.numUpdatedRows) === 1;
 }
 
+// Every accepted message runs this (prepareQuery: compiled once per engine).
+const noticeSlotQuery = prepareQuery(
+  4,
+  (db: Db, number: string, newNoticeAt: number, now: number, dueBefore: number) =>
+    db
+      .insertInto("messaging_numbers")
+      .values({ phone_number: number, ...NEW_NUMBER, notice_at: newNoticeAt })
+      .onConflict((oc) =>
+        oc
+          .column("phone_number")
+          .doUpdateSet({ notice_at: now })
+          .where("messaging_numbers.notice_at", "<=", dueBefore),
+      ),
+);
+
 /**
  * The "a message waits" gate: true for at most one caller per number per NOTICE_INTERVAL_MS. One
  * statement: a new number's row is created with the slot taken, an existing one takes it when its
@@ -352,17 +368,8 @@ export async function takeQuota(db: Db, number: string, quota: Quota, limit: num
 export async function takeNoticeSlot(db: Db, number: string, now: number): Promise<boolean> {
   // With a clock earlier than one interval (tests), a new row's notice_at 0 is not old enough.
   const due = now >= NOTICE_INTERVAL_MS;
-  const r = await db
-    .insertInto("messaging_numbers")
-    .values({ phone_number: number, ...NEW_NUMBER, notice_at: due ? now : 0 })
-    .onConflict((oc) =>
-      oc
-        .column("phone_number")
-        .doUpdateSet({ notice_at: now })
-        .where("messaging_numbers.notice_at", "<=", now - NOTICE_INTERVAL_MS),
-    )
-    .executeTakeFirst();
-  return due && Number(r.numInsertedOrUpdatedRows ?? 0) === 1;
+  const r = await noticeSlotQuery.execute(db, number, due ? now : 0, now, now - NOTICE_INTERVAL_MS);
+  return due && Number(r.numAffectedRows ?? 0) === 1;
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import { toBytes, toBytesOrNull } from "../platform/db/columns.ts";
+import { prepareQuery } from "../platform/db/compiled.ts";
 import { isUniqueViolation } from "../platform/db/database.ts";
 import { ACKNOWLEDGED_STATES, type MessageEvent, type MessageStatus, messageTransition } from "./protocol.ts";
 import type { RegistrationTables } from "./registration-store.ts";
@@ -114,13 +115,14 @@ export async function insertSender(db: Db, s: SenderRow): Promise<void> {
     .execute();
 }
 
+// Every authenticated sender request runs this (prepareQuery: compiled once per engine).
+const senderByKeyHash = prepareQuery(1, (db: Db, hash: string) =>
+  db.selectFrom("messaging_senders").selectAll().where("api_key_hash", "=", hash),
+);
+
 /** The lookup by hash is the comparison: no secret is compared in the application. */
 export async function findSenderByKeyHash(db: Db, hash: string): Promise<SenderRow | undefined> {
-  const r = await db
-    .selectFrom("messaging_senders")
-    .selectAll()
-    .where("api_key_hash", "=", hash)
-    .executeTakeFirst();
+  const r = (await senderByKeyHash.execute(db, hash)).rows[0];
   return r ? toSender(r) : undefined;
 }
 
@@ -183,28 +185,64 @@ export function toMessage(r: MessagingTables["messaging_messages"]): MessageRow 
   };
 }
 
+// Every accepted message runs this (prepareQuery: compiled once per engine).
+const insertMessageQuery = prepareQuery(
+  14,
+  (
+    db: Db,
+    id: string,
+    senderId: string,
+    toNumber: string,
+    status: string,
+    sealedEnvelope: Uint8Array | null,
+    replyWebhook: string | null,
+    idempotencyKey: string | null,
+    createdAt: number,
+    expiresAt: number,
+    deliveredAt: number | null,
+    readAt: number | null,
+    envelopeErasedAt: number | null,
+    purgedAt: number | null,
+    updatedAt: number,
+  ) =>
+    db.insertInto("messaging_messages").values({
+      id,
+      sender_id: senderId,
+      to_number: toNumber,
+      status,
+      sealed_envelope: sealedEnvelope,
+      reply_webhook: replyWebhook,
+      idempotency_key: idempotencyKey,
+      created_at: createdAt,
+      expires_at: expiresAt,
+      delivered_at: deliveredAt,
+      read_at: readAt,
+      envelope_erased_at: envelopeErasedAt,
+      purged_at: purgedAt,
+      updated_at: updatedAt,
+    }),
+);
+
 /** False when the sender already used this idempotency key (the unique index decided). */
 export async function insertMessage(db: Db, m: MessageRow): Promise<boolean> {
   try {
-    await db
-      .insertInto("messaging_messages")
-      .values({
-        id: m.id,
-        sender_id: m.senderId,
-        to_number: m.toNumber,
-        status: m.status,
-        sealed_envelope: m.sealedEnvelope,
-        reply_webhook: m.replyWebhook,
-        idempotency_key: m.idempotencyKey,
-        created_at: m.createdAt,
-        expires_at: m.expiresAt,
-        delivered_at: m.deliveredAt,
-        read_at: m.readAt,
-        envelope_erased_at: m.envelopeErasedAt,
-        purged_at: m.purgedAt,
-        updated_at: m.createdAt,
-      })
-      .execute();
+    await insertMessageQuery.execute(
+      db,
+      m.id,
+      m.senderId,
+      m.toNumber,
+      m.status,
+      m.sealedEnvelope,
+      m.replyWebhook,
+      m.idempotencyKey,
+      m.createdAt,
+      m.expiresAt,
+      m.deliveredAt,
+      m.readAt,
+      m.envelopeErasedAt,
+      m.purgedAt,
+      m.createdAt,
+    );
     return true;
   } catch (e) {
     if (m.idempotencyKey !== null && isUniqueViolation(e)) return false;
@@ -327,15 +365,18 @@ export async function findHandset(db: Db, id: string): Promise<HandsetRow | unde
   return r ? toHandset(r) : undefined;
 }
 
-export async function activeHandsetsOf(db: Db, number: string): Promise<HandsetRow[]> {
-  const rows = await db
+// Every accepted message runs this (prepareQuery: compiled once per engine).
+const activeHandsetsQuery = prepareQuery(1, (db: Db, number: string) =>
+  db
     .selectFrom("messaging_handsets")
     .selectAll()
     .where("phone_number", "=", number)
     .where("state", "=", "active")
-    .orderBy("created_at")
-    .execute();
-  return rows.map(toHandset);
+    .orderBy("created_at"),
+);
+
+export async function activeHandsetsOf(db: Db, number: string): Promise<HandsetRow[]> {
+  return (await activeHandsetsQuery.execute(db, number)).rows.map(toHandset);
 }
 
 /** Creates the handset, or (same derived id) replaces its keys and makes it active again. */

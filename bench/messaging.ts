@@ -18,7 +18,8 @@ import type { HttpClient } from "../src/handset/http-client.ts";
 import { MemoryKeystore } from "../src/handset/keystore.ts";
 import { createNodeHttpClient } from "../src/handset/node-transport.ts";
 import { MessagingApp } from "../src/messaging/handset.ts";
-import { OutboxPhone, SimulatedMessagingHandset } from "../src/messaging/simulator.ts";
+import { OutboxLine } from "../src/handset/outbox-line.ts";
+import { SimulatedMessagingHandset } from "../src/messaging/simulator.ts";
 import { bearerToken } from "../src/platform/auth/guard.ts";
 import { loadConfig } from "../src/platform/config.ts";
 import { type RunningServer, startServer } from "../src/platform/server.ts";
@@ -95,7 +96,7 @@ export async function benchMessaging(): Promise<BenchResult[]> {
     const phoneHttp = createNodeHttpClient({ baseUrl: server.url, pin: server.pin });
     clients.push(phoneHttp);
     const app = await MessagingApp.open({ http: phoneHttp, keystore: new MemoryKeystore() });
-    await new SimulatedMessagingHandset(app, new OutboxPhone(admin, number)).registerByServerCode("phone");
+    await new SimulatedMessagingHandset(app, new OutboxLine(admin, number)).registerByServerCode("phone");
 
     const post = (c: HttpClient, to: string) => c.post("/v1/messages", { to, body: text });
     // Warm both paths.

@@ -19,7 +19,8 @@ import type { HttpClient } from "../handset/http-client.ts";
 import { MemoryKeystore } from "../handset/keystore.ts";
 import { MessagingApp, type OpenedMessage } from "../messaging/handset.ts";
 import { LABELS } from "../messaging/protocol.ts";
-import { OutboxPhone, SimulatedMessagingHandset } from "../messaging/simulator.ts";
+import { OutboxLine } from "../handset/outbox-line.ts";
+import { SimulatedMessagingHandset } from "../messaging/simulator.ts";
 import { verifyWebhookSignature } from "../platform/notify/webhooks.ts";
 import { adminClient, pinnedClient } from "./connect.ts";
 
@@ -170,7 +171,7 @@ export async function runMessagingDemo(
         expiresInSeconds: 86_400,
       })
     ).body;
-    const phoneLine = new OutboxPhone(admin, number);
+    const phoneLine = new OutboxLine(admin, number);
     const invitation = await phoneLine.nextText(() => true);
     say(`   status ${first.status}: the message waits, sealed under the server's envelope key`);
     say(`   the number gets a text: "${invitation.text}"`);
@@ -196,7 +197,7 @@ export async function runMessagingDemo(
     const tabletHttp = pinnedClient(server);
     clients.push(tabletHttp);
     const tabletApp = await MessagingApp.open({ http: tabletHttp, keystore: new MemoryKeystore() });
-    const tablet = new SimulatedMessagingHandset(tabletApp, new OutboxPhone(admin, number));
+    const tablet = new SimulatedMessagingHandset(tabletApp, new OutboxLine(admin, number));
     const tabletId = await tablet.registerByHandsetCode("tablet");
     say(`   tablet ${tabletId} registered`);
 

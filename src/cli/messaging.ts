@@ -12,7 +12,7 @@
  *   handsafe phone inbox --dir D [--all] [--read] / phone reply --dir D --id M --text T
  *
  * A phone's keys live in its encrypted keystore (FolderKeystore, passphrase as for `handsafe handset …`);
- * its line is the server's built-in SMS centre, read and written with the admin token (OutboxPhone), so
+ * its line is the server's built-in SMS centre, read and written with the admin token (OutboxLine), so
  * `phone register` needs one. No command prints a message key; `sender-create` prints the sender's
  * secrets once, as the server returns them once.
  */
@@ -27,7 +27,8 @@ import type { HttpClient } from "../handset/http-client.ts";
 import { MessagingApp, type OpenedMessage } from "../messaging/handset.ts";
 import type { MessageBody } from "../messaging/protocol.ts";
 import { type MessageStatus, MessagingSender, type Reply } from "../messaging/sender-client.ts";
-import { OutboxPhone, SimulatedMessagingHandset } from "../messaging/simulator.ts";
+import { OutboxLine } from "../handset/outbox-line.ts";
+import { SimulatedMessagingHandset } from "../messaging/simulator.ts";
 import { normalisePhoneNumber } from "../platform/notify/sms/phone.ts";
 import { type AdminOptions, adminCommand, print, withAdmin, withServer } from "./admin-command.ts";
 import {
@@ -444,7 +445,7 @@ function registerPhoneCommands(program: Command): void {
         await withPhoneApp(o, async (app, config) => {
           const admin = adminClient(config.server, token);
           try {
-            const handset = new SimulatedMessagingHandset(app, new OutboxPhone(admin, config.number));
+            const handset = new SimulatedMessagingHandset(app, new OutboxLine(admin, config.number));
             const options = o.replaces === undefined ? {} : { replaces: o.replaces };
             const handsetId = o.serverCode
               ? await handset.registerByServerCode(o.deviceType, options)

@@ -13,6 +13,7 @@
 import { HandsafeError } from "../core/errors.ts";
 import type { ServerAddress } from "../handset/handset.ts";
 import type { HttpClient } from "../handset/http-client.ts";
+import { OutboxLine } from "../handset/outbox-line.ts";
 import { type Keystore, MemoryKeystore } from "../handset/keystore.ts";
 import { createNodeTransport } from "../handset/node-transport.ts";
 import { type DeviceWrapper, fromKeyFile } from "../management/device-wrapper.ts";
@@ -22,75 +23,6 @@ import type { SmsOutcome } from "../management/sms-processor.ts";
 import { MemoryPartialStore, type PartialStore } from "../updates/download.ts";
 import { type CheckOptions, type UpdateOutcome, Updater } from "../updates/handset.ts";
 import type { SlotStore } from "../updates/slots.ts";
-
-export interface Text {
-  id: string;
-  from: string;
-  text: string;
-}
-
-/**
- * The texts the built-in SMS centre holds for one number, read in order: `read()` returns those
- * not yet read (possibly none), `next()` waits for the next one. `cursor` is the id of the last
- * text taken; a device that keeps it across runs passes it back as `after` and is not handed the
- * same texts again (a text handed over twice is harmless: the SMS processor refuses the replay).
- */
-export class OutboxRadio {
-  #after: string | undefined;
-
-  constructor(
-    private readonly admin: HttpClient,
-    readonly msisdn: string,
-    private readonly options: { pollMs?: number; timeoutMs?: number; after?: string } = {},
-  ) {
-    this.#after = options.after;
-  }
-
-  /** The id of the last text taken, or undefined before the first. */
-  get cursor(): string | undefined {
-    return this.#after;
-  }
-
-  /** Starts after the texts already there (a device switched on now has not seen them). */
-  async skipExisting(): Promise<void> {
-    for (;;) {
-      const texts = await this.#page();
-      if (texts.length === 0) return;
-      this.#after = texts.at(-1)!.id;
-    }
-  }
-
-  async read(): Promise<Text[]> {
-    const out: Text[] = [];
-    for (;;) {
-      const texts = await this.#page();
-      if (texts.length === 0) return out;
-      out.push(...texts);
-      this.#after = texts.at(-1)!.id;
-    }
-  }
-
-  async next(): Promise<Text> {
-    const deadline = Date.now() + (this.options.timeoutMs ?? 10_000);
-    for (;;) {
-      const texts = await this.#page(1);
-      if (texts.length > 0) {
-        this.#after = texts[0]!.id;
-        return texts[0]!;
-      }
-      if (Date.now() > deadline)
-        throw new HandsafeError("device.no_text", `no text arrived for ${this.msisdn}`, { status: 0 });
-      await new Promise((r) => setTimeout(r, this.options.pollMs ?? 50));
-    }
-  }
-
-  async #page(limit = 100): Promise<Text[]> {
-    const q = new URLSearchParams({ to: this.msisdn, limit: String(limit) });
-    if (this.#after) q.set("after", this.#after);
-    const res = await this.admin.get<{ texts: Text[] }>(`/v1/sms/outbox?${q}`);
-    return res.body.texts;
-  }
-}
 
 export interface SimulatedDeviceOptions {
   server: ServerAddress;
@@ -120,7 +52,7 @@ export class SimulatedDevice {
   readonly device: DeviceWrapper;
   readonly management: ManagementClient;
   readonly updater: Updater;
-  readonly radio: OutboxRadio;
+  readonly radio: OutboxLine;
   readonly keystore: Keystore;
   readonly #transport: ReturnType<typeof createNodeTransport>;
 
@@ -131,7 +63,7 @@ export class SimulatedDevice {
       });
     this.device = fromKeyFile(options.keyFile);
     this.keystore = options.keystore ?? new MemoryKeystore();
-    this.radio = new OutboxRadio(options.admin, options.msisdn, {
+    this.radio = new OutboxLine(options.admin, options.msisdn, {
       ...(options.radioTimeoutMs === undefined ? {} : { timeoutMs: options.radioTimeoutMs }),
       ...(options.radioCursor === undefined ? {} : { after: options.radioCursor }),
     });
@@ -141,7 +73,7 @@ export class SimulatedDevice {
       transport: this.#transport,
       device: this.device,
       keystore: this.keystore,
-      nextSms: () => this.radio.next(),
+      nextSms: () => this.radio.nextText(),
     });
     this.updater = new Updater({
       management: this.management,
@@ -169,7 +101,7 @@ export class SimulatedDevice {
   /** Like receiveTexts, saying for each text what it was, refusals with their code. */
   async readTexts(): Promise<TextReceipt[]> {
     const receipts: TextReceipt[] = [];
-    for (const t of await this.radio.read()) {
+    for (const t of await this.radio.texts()) {
       const seen = { id: t.id, from: t.from };
       try {
         const outcome = await this.management.sms.process({ from: t.from, text: t.text });

@@ -60,7 +60,7 @@ describe("the messaging SDK in a browser bundle", () => {
         keystore: new sdk.MemoryKeystore(),
         clock: () => t.clock.ms,
       });
-      const handset = new sdk.SimulatedMessagingHandset(app, new sdk.OutboxPhone(t.admin, number));
+      const handset = new sdk.SimulatedMessagingHandset(app, new sdk.OutboxLine(t.admin, number));
       await handset.registerByHandsetCode("browser", { textFirst: false });
       const clinic = await t.sender("Clinic");
       const { body } = await clinic.http.post<{ id: string }>("/v1/messages", {

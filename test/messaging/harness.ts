@@ -13,7 +13,8 @@ import type { HttpClient } from "../../src/handset/http-client.ts";
 import { type Keystore, MemoryKeystore } from "../../src/handset/keystore.ts";
 import { createNodeHttpClient } from "../../src/handset/node-transport.ts";
 import { MessagingApp } from "../../src/messaging/handset.ts";
-import { OutboxPhone, SimulatedMessagingHandset } from "../../src/messaging/simulator.ts";
+import { OutboxLine } from "../../src/handset/outbox-line.ts";
+import { SimulatedMessagingHandset } from "../../src/messaging/simulator.ts";
 import { loadConfig } from "../../src/platform/config.ts";
 import { type RunningServer, startServer } from "../../src/platform/server.ts";
 import { createSelfSignedCertificate, type ServerCertificate } from "../../src/platform/tls.ts";
@@ -43,7 +44,7 @@ export interface MessagingHarness {
   handset(number: string, keystore?: Keystore): Promise<SimulatedMessagingHandset>;
   /** A client authenticated with any bearer string (another sender's key, garbage). */
   bearer(token: string): HttpClient;
-  phone(number: string): OutboxPhone;
+  phone(number: string): OutboxLine;
   close(): Promise<void>;
 }
 
@@ -94,7 +95,7 @@ export async function startMessagingServer(
     return c;
   };
   const admin = withHeaders(client(), { authorization: `Bearer ${server.adminToken}` });
-  const phone = (number: string) => new OutboxPhone(admin, number, { timeoutMs: 10_000 });
+  const phone = (number: string) => new OutboxLine(admin, number, { timeoutMs: 10_000 });
   return {
     server,
     admin,

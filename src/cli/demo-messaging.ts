@@ -12,7 +12,6 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fromBase64url } from "../core/codec/base64url.ts";
 import { fromUtf8 } from "../core/codec/bytes.ts";
-import { randomBytes } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import type { ServerAddress } from "../handset/handset.ts";
 import type { HttpClient } from "../handset/http-client.ts";
@@ -23,6 +22,7 @@ import { OutboxLine } from "../handset/outbox-line.ts";
 import { SimulatedMessagingHandset } from "../messaging/simulator.ts";
 import { verifyWebhookSignature } from "../platform/notify/webhooks.ts";
 import { adminClient, pinnedClient } from "./connect.ts";
+import { randomMobileNumber } from "./demo-data.ts";
 
 export interface MessagingDemoOptions {
   say?: (text: string) => void;
@@ -33,6 +33,8 @@ export interface MessagingDemoOptions {
 export interface MessagingDemoResult {
   number: string;
   senderId: string;
+  /** The clinic's API key, for checking the run through the sender API. */
+  senderApiKey: string;
   firstMessageId: string;
   secondMessageId: string;
   phoneId: string;
@@ -129,11 +131,6 @@ function textOf(m: OpenedMessage): string {
   return m.body.type === "text" ? m.body.text : `[${m.body.mediaType} attachment]`;
 }
 
-/** A German mobile number (+49 151 …), valid for libphonenumber. */
-function randomNumber(): string {
-  return `+49151${Array.from(randomBytes(8), (b) => b % 10).join("")}`;
-}
-
 export async function runMessagingDemo(
   admin: HttpClient,
   server: ServerAddress,
@@ -141,7 +138,7 @@ export async function runMessagingDemo(
 ): Promise<MessagingDemoResult> {
   const say = options.say ?? ((t: string) => process.stdout.write(`${t}\n`));
   const step = (n: string, text: string) => say(`\n${n}. ${text}`);
-  const number = randomNumber();
+  const number = randomMobileNumber();
   let webhookSecret: Uint8Array | undefined;
   let senderId: string | undefined;
   const receiver = await startReceiver(
@@ -247,6 +244,7 @@ export async function runMessagingDemo(
     return {
       number,
       senderId: created.id,
+      senderApiKey: created.apiKey,
       firstMessageId: first.id,
       secondMessageId: second.id,
       phoneId,

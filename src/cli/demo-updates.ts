@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { utf8 } from "../core/codec/bytes.ts";
-import { randomBytes, randomToken } from "../core/crypto/random.ts";
+import { randomToken } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import type { ServerAddress } from "../handset/handset.ts";
 import type { HttpClient } from "../handset/http-client.ts";
@@ -19,6 +19,7 @@ import type { UpdateOutcome } from "../updates/handset.ts";
 import type { UpdatePackage } from "../updates/packages.ts";
 import { MemorySlotStore } from "../updates/slots.ts";
 import { countsLine } from "./campaigns.ts";
+import { randomImei, randomMobileNumber } from "./demo-data.ts";
 import { createProgressBar } from "./progress.ts";
 import { SimulatedDevice } from "./simulated-device.ts";
 import { uploadPackage } from "./updates.ts";
@@ -49,28 +50,6 @@ interface CampaignView {
   currentPercent: number;
   stages: number[];
   progress: { total: number; byState: Record<string, number>; percentDone: number };
-}
-
-/** A Luhn-valid IMEI: 14 digits and a check digit. */
-function randomImei(): string {
-  const digits = Array.from(randomBytes(14), (b) => b % 10);
-  digits[0] = 3;
-  digits[1] = 5;
-  let sum = 0;
-  for (let i = 0; i < 14; i++) {
-    let d = digits[13 - i]!;
-    if (i % 2 === 0) {
-      d *= 2;
-      if (d > 9) d -= 9;
-    }
-    sum += d;
-  }
-  return `${digits.join("")}${(10 - (sum % 10)) % 10}`;
-}
-
-/** A German mobile number (+49 151 …), valid for libphonenumber. */
-function randomMsisdn(): string {
-  return `+49151${Array.from(randomBytes(8), (b) => b % 10).join("")}`;
 }
 
 /** A firmware image: a header naming its version, then deterministic bytes. */
@@ -120,7 +99,7 @@ export async function runUpdatesDemo(
       model,
       hardware_id: randomImei(),
       firmware_version: "1.0.0",
-      msisdn: randomMsisdn(),
+      msisdn: randomMobileNumber(),
     }));
     const batch = [...rows, { model, hardware_id: "not-an-imei", firmware_version: "1.0.0" }];
     const { body: imported } = await admin.post<{

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sql } from "kysely";
 import { randomToken } from "../src/core/crypto/random.ts";
+import { adminClient } from "../src/cli/connect.ts";
 import type { HttpClient } from "../src/handset/http-client.ts";
 import { MemoryKeystore } from "../src/handset/keystore.ts";
 import { createNodeHttpClient } from "../src/handset/node-transport.ts";
@@ -28,20 +29,6 @@ import { forDuration } from "./timing.ts";
 
 const CONCURRENCY = 8;
 const MEASURE_MS = 3000;
-
-function bearerClient(server: RunningServer, token: string): HttpClient {
-  const inner = createNodeHttpClient({ baseUrl: server.url, pin: server.pin });
-  const auth = { authorization: `Bearer ${token}` };
-  return {
-    ...inner,
-    request: (method, path, opts = {}) =>
-      inner.request(method, path, { ...opts, headers: { ...auth, ...opts.headers } }),
-    get: (path, opts = {}) => inner.request("GET", path, { ...opts, headers: { ...auth, ...opts.headers } }),
-    post: (path, json, opts = {}) =>
-      inner.request("POST", path, { ...opts, json, headers: { ...auth, ...opts.headers } }),
-    close: () => inner.close(),
-  };
-}
 
 let numberSeq = 0;
 /** A fresh valid German mobile number per message (+49 151 …), so every one is "unregistered". */
@@ -81,11 +68,11 @@ export async function benchMessaging(): Promise<BenchResult[]> {
   running = server;
   const clients: HttpClient[] = [];
   try {
-    const admin = bearerClient(server, server.adminToken!);
+    const admin = adminClient(server, server.adminToken!);
     clients.push(admin);
     const { body: sender } = await admin.post<{ apiKey: string }>("/v1/admin/senders", { name: "Bench" });
     const senders = Array.from({ length: CONCURRENCY }, () => {
-      const c = bearerClient(server, sender.apiKey);
+      const c = adminClient(server, sender.apiKey);
       clients.push(c);
       return c;
     });

@@ -19,19 +19,16 @@ import { registerCampaignRoutes } from "../updates/campaigns/routes.ts";
 import type { CampaignService } from "../updates/campaigns/server.ts";
 import { updatesMigrations } from "../updates/migrations.ts";
 import { registerUpdateRoutes, type UpdatesService } from "../updates/routes.ts";
-import { appendAudit } from "./audit.ts";
-import { createGuards } from "./auth/guard.ts";
 import { registerAuthRoutes } from "./auth/routes.ts";
 import { type AuthTables, authMigrations, countAdminTokens, issueToken } from "./auth/store.ts";
 import { createFilesystemBlobStore } from "./blobs/filesystem.ts";
+import { createPlatform } from "./compose.ts";
 import { type Config, defaultPublicUrl, loadConfig } from "./config.ts";
 import type { Platform } from "./context.ts";
 import { openDatabase } from "./db/database.ts";
 import { combineMigrations, migrateToLatest } from "./db/migrate.ts";
 import { platformMigrations } from "./db/migrations/index.ts";
 import { type App, createHttpApp } from "./http/app.ts";
-import { createMetrics } from "./http/metrics.ts";
-import { keyringFromConfig } from "./keyring.ts";
 import { inboxMigrations } from "./notify/inbox.ts";
 import { type AnySmsGateway, createSmsGateway, type InboundSms } from "./notify/sms/index.ts";
 import { registerSmsRoutes } from "./notify/sms/routes.ts";
@@ -111,23 +108,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     await database.close();
     throw e;
   }
-  const keyring = keyringFromConfig(config);
-  const metrics = createMetrics();
-  const clock = options.clock ?? Date.now;
-  const db = database.db;
-  const platform: Platform = {
-    config,
-    database,
-    db,
-    keyring,
-    clock,
-    metrics,
-    guards: createGuards(db as Kysely<AuthTables>, clock),
-    async audit(entry, within) {
-      metrics.securityEvents.inc({ action: entry.action, outcome: entry.outcome });
-      await appendAudit(database, entry, within);
-    },
-  };
+  const platform = createPlatform({ config, database, ...(options.clock ? { clock: options.clock } : {}) });
+  const { db, metrics, clock } = platform;
 
   const adminToken = await bootstrapAdminToken(platform);
 

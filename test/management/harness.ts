@@ -13,17 +13,17 @@ import type { PushSettings } from "../../src/management/push-channel.ts";
 import { registerManagementRoutes } from "../../src/management/routes.ts";
 import type { ManagementService } from "../../src/management/server.ts";
 import { managementMigrations } from "../../src/management/store.ts";
-import { appendAudit, verifyAuditChain } from "../../src/platform/audit.ts";
-import { createGuards } from "../../src/platform/auth/guard.ts";
+import { verifyAuditChain } from "../../src/platform/audit.ts";
 import { type AuthTables, authMigrations, issueToken } from "../../src/platform/auth/store.ts";
 import { loadConfig } from "../../src/platform/config.ts";
+import { createPlatform } from "../../src/platform/compose.ts";
 import type { Platform } from "../../src/platform/context.ts";
 import { openDatabase } from "../../src/platform/db/database.ts";
 import { combineMigrations, migrateToLatest } from "../../src/platform/db/migrate.ts";
 import { platformMigrations } from "../../src/platform/db/migrations/index.ts";
 import { type App, createHttpApp } from "../../src/platform/http/app.ts";
 import { createMetrics } from "../../src/platform/http/metrics.ts";
-import { keyringFromConfig, MASTER_KEY_FILE } from "../../src/platform/keyring.ts";
+import { MASTER_KEY_FILE } from "../../src/platform/keyring.ts";
 import { inboxMigrations } from "../../src/platform/notify/inbox.ts";
 import type { InboundSms, SmsGateway } from "../../src/platform/notify/sms/types.ts";
 import { registryMigrations } from "../../src/platform/registry/handsets.ts";
@@ -147,19 +147,8 @@ export async function startManagementServer(
   );
   const metrics = createMetrics();
   const clock = options.clock ?? Date.now;
-  const platform: Platform = {
-    config,
-    database: db,
-    db: db.db,
-    keyring: keyringFromConfig(config),
-    clock,
-    metrics,
-    guards: createGuards(db.db as Kysely<AuthTables>, clock),
-    async audit(entry) {
-      metrics.securityEvents.inc({ action: entry.action, outcome: entry.outcome });
-      await appendAudit(db, entry);
-    },
-  };
+  const platform = createPlatform({ config, database: db, clock: clock, metrics });
+
   const { token } = await issueToken(db.db as Kysely<AuthTables>, { kind: "admin", label: "test" }, clock());
   const app = await createHttpApp({
     tls: { cert: cert.certPem, key: cert.keyPem },

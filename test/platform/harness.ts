@@ -6,17 +6,16 @@
 import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Kysely } from "kysely";
-import { appendAudit, verifyAuditChain } from "../../src/platform/audit.ts";
-import { createGuards } from "../../src/platform/auth/guard.ts";
-import { type AuthTables, authMigrations } from "../../src/platform/auth/store.ts";
+import { verifyAuditChain } from "../../src/platform/audit.ts";
+import { authMigrations } from "../../src/platform/auth/store.ts";
 import { loadConfig } from "../../src/platform/config.ts";
+import { createPlatform } from "../../src/platform/compose.ts";
 import type { Platform } from "../../src/platform/context.ts";
 import { openDatabase } from "../../src/platform/db/database.ts";
 import { combineMigrations, migrateToLatest } from "../../src/platform/db/migrate.ts";
 import { platformMigrations } from "../../src/platform/db/migrations/index.ts";
 import { createMetrics } from "../../src/platform/http/metrics.ts";
-import { keyringFromConfig, MASTER_KEY_FILE } from "../../src/platform/keyring.ts";
+import { MASTER_KEY_FILE } from "../../src/platform/keyring.ts";
 import { webhookMigrations } from "../../src/platform/notify/webhooks.ts";
 import { replayMigrations } from "../../src/platform/replay.ts";
 import { createTestDatabase, type DatabaseKind } from "../helpers/databases.ts";
@@ -58,19 +57,8 @@ export async function startTestPlatform(
   const now = options.now ?? options.shareDatabaseOf?.now ?? { ms: 1_800_000_000_000 };
   const clock = () => now.ms;
   const metrics = createMetrics();
-  const platform: Platform = {
-    config,
-    database: db,
-    db: db.db,
-    keyring: keyringFromConfig(config),
-    clock,
-    metrics,
-    guards: createGuards(db.db as Kysely<AuthTables>, clock),
-    async audit(entry) {
-      metrics.securityEvents.inc({ action: entry.action, outcome: entry.outcome });
-      await appendAudit(db, entry);
-    },
-  };
+  const platform = createPlatform({ config, database: db, clock: clock, metrics });
+
   return {
     platform,
     now,

@@ -17,18 +17,16 @@ import { type DeviceKeyFile, deriveSessionKey, signRequest } from "../../src/man
 import { type ManagementRoutes, registerManagementRoutes } from "../../src/management/routes.ts";
 import { readDynamicKey } from "../../src/management/sms-processor.ts";
 import { managementMigrations } from "../../src/management/store.ts";
-import { appendAudit, listAudit, verifyAuditChain } from "../../src/platform/audit.ts";
-import { createGuards } from "../../src/platform/auth/guard.ts";
+import { listAudit, verifyAuditChain } from "../../src/platform/audit.ts";
 import { type AuthTables, authMigrations, issueToken } from "../../src/platform/auth/store.ts";
 import { createFilesystemBlobStore } from "../../src/platform/blobs/filesystem.ts";
 import { loadConfig } from "../../src/platform/config.ts";
-import type { Platform } from "../../src/platform/context.ts";
+import { createPlatform } from "../../src/platform/compose.ts";
 import { type Database, openDatabase } from "../../src/platform/db/database.ts";
 import { combineMigrations, migrateToLatest } from "../../src/platform/db/migrate.ts";
 import { platformMigrations } from "../../src/platform/db/migrations/index.ts";
 import { type App, createHttpApp } from "../../src/platform/http/app.ts";
 import { createMetrics } from "../../src/platform/http/metrics.ts";
-import { keyringFromConfig } from "../../src/platform/keyring.ts";
 import { inboxMigrations } from "../../src/platform/notify/inbox.ts";
 import { registryMigrations } from "../../src/platform/registry/handsets.ts";
 import { ensureServerCertificate } from "../../src/platform/tls.ts";
@@ -89,18 +87,8 @@ async function startHarness(kind: (typeof databaseKinds)[number]): Promise<Harne
     ),
   );
   const metrics = createMetrics();
-  const platform: Platform = {
-    config,
-    database: db,
-    db: db.db,
-    keyring: keyringFromConfig(config),
-    clock: Date.now,
-    metrics,
-    guards: createGuards(db.db as Kysely<AuthTables>, Date.now),
-    async audit(entry) {
-      await appendAudit(db, entry);
-    },
-  };
+  const platform = createPlatform({ config, database: db, clock: Date.now, metrics });
+
   const { token } = await issueToken(
     db.db as Kysely<AuthTables>,
     { kind: "admin", label: "test" },

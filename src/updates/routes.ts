@@ -122,7 +122,7 @@ export function registerUpdateRoutes(app: App, platform: Platform, deps: UpdateR
   }
 
   // --- upload: the body is the raw image stream ---------------------------------------------------
-  deferContinue("POST", "/v1/admin/updates/packages");
+  deferContinue(app, "POST", "/v1/admin/updates/packages");
   void app.register(async (scope: FastifyInstance) => {
     // Hands the raw request stream to the route; the route counts and limits it.
     scope.addContentTypeParser("application/octet-stream", (_request, payload, done) => done(null, payload));

@@ -35,10 +35,12 @@ export interface HttpAppOptions {
  * Routes (method + path, without query) that answer `Expect: 100-continue` themselves, once the
  * request passed their checks (see `continueWhenRead`). Every other route sends it at once.
  */
-const deferredContinue = new Set<string>();
+const deferredContinue = new WeakMap<object, Set<string>>();
 
-export function deferContinue(method: string, path: string): void {
-  deferredContinue.add(`${method.toUpperCase()} ${path}`);
+export function deferContinue(app: App, method: string, path: string): void {
+  const routes = deferredContinue.get(app.server) ?? new Set<string>();
+  routes.add(`${method.toUpperCase()} ${path}`);
+  deferredContinue.set(app.server, routes);
 }
 
 /**
@@ -78,7 +80,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<App> {
 
   app.server.on("checkContinue", (req, res) => {
     const path = (req.url ?? "").split("?")[0];
-    if (!deferredContinue.has(`${req.method} ${path}`)) res.writeContinue();
+    if (!deferredContinue.get(app.server)?.has(`${req.method} ${path}`)) res.writeContinue();
     app.server.emit("request", req, res);
   });
 

@@ -17,6 +17,49 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const SQLITE_SYNC_MODES = ["NORMAL", "FULL"] as const;
 export type SqliteSync = (typeof SQLITE_SYNC_MODES)[number];
 
+export const BLOB_STORES = ["filesystem", "s3"] as const;
+export type BlobStoreKind = (typeof BLOB_STORES)[number];
+
+/** A secret text (a cloud secret key) that never shows up in logs, JSON or `util.inspect`. */
+export class RedactedText {
+  readonly #text: string;
+
+  constructor(text: string) {
+    this.#text = text;
+    Object.freeze(this);
+  }
+
+  reveal(): string {
+    return this.#text;
+  }
+
+  toJSON(): string {
+    return "[redacted]";
+  }
+
+  toString(): string {
+    return "[redacted]";
+  }
+
+  [inspect.custom](): string {
+    return "RedactedText([redacted])";
+  }
+}
+
+/** HANDSAFE_BLOB_STORE=s3: the bucket (docs/configuration.md, HANDSAFE_S3_*). */
+export interface S3BlobConfig {
+  /** Unset: AWS S3 itself, in `region`. */
+  readonly endpoint: string | null;
+  readonly region: string;
+  readonly bucket: string;
+  /** Prepended to object names; "" or ending in "/". */
+  readonly prefix: string;
+  /** Both or neither; neither: the AWS SDK's default credential chain. */
+  readonly accessKeyId: string | null;
+  readonly secretAccessKey: RedactedText | null;
+  readonly forcePathStyle: boolean;
+}
+
 /** A 32-byte key that never shows up in logs, JSON or `util.inspect`. */
 export class RedactedKey {
   readonly #bytes: Uint8Array;
@@ -84,8 +127,19 @@ export interface Config {
   readonly sms: SmsConfig;
   /** Where blobs (update images, backups) are kept: HANDSAFE_BLOB_DIR, default <dataDir>/blobs. */
   readonly blobDir: string;
+  /** HANDSAFE_BLOB_STORE: the filesystem (blobDir) or an S3-compatible bucket (`s3`). */
+  readonly blobStore: BlobStoreKind;
+  /** The bucket when blobStore is "s3", else null. */
+  readonly s3: S3BlobConfig | null;
   /** Secure messaging (docs/protocols/messaging.md): HANDSAFE_MESSAGE_RETENTION, HANDSAFE_MESSAGING_*. */
   readonly messaging: MessagingConfig;
+  /** Secure backup (docs/protocols/backup.md §5): HANDSAFE_BACKUP_*. */
+  readonly backup: BackupConfig;
+}
+
+export interface BackupConfig {
+  /** Bytes one account may store (completed blobs and listed envelopes). */
+  readonly quotaBytes: number;
 }
 
 export interface MessagingConfig {
@@ -180,6 +234,8 @@ export function loadConfig(env: Env = process.env): Config {
 
   const sms = loadSmsConfig(env);
   const blobDir = resolve(get("HANDSAFE_BLOB_DIR") ?? resolve(dataDir, "blobs"));
+  const blobStore = readEnum(get, "HANDSAFE_BLOB_STORE", BLOB_STORES, "filesystem", (v) => v.toLowerCase());
+  const s3 = blobStore === "s3" ? readS3Config(get) : null;
   const appUrlRaw = get("HANDSAFE_MESSAGING_APP_URL");
   const messaging: MessagingConfig = Object.freeze({
     retentionSeconds: readInteger(get, "HANDSAFE_MESSAGE_RETENTION", 7 * 86_400, 60, 10 * 365 * 86_400),
@@ -193,10 +249,17 @@ export function loadConfig(env: Env = process.env): Config {
       1_000_000,
     ),
   });
+  // Up to 2^50 (1 PiB): more than readInteger's 10 digits, so the backup quota has its own reader.
+  const backup: BackupConfig = Object.freeze({
+    quotaBytes: readLargeInteger(get, "HANDSAFE_BACKUP_QUOTA_BYTES", 10 * 1024 ** 3, 0, 2 ** 50),
+  });
   return Object.freeze({
     messaging,
+    backup,
     sms,
     blobDir,
+    blobStore,
+    s3,
     dataDir,
     host,
     port,
@@ -222,6 +285,22 @@ function invalid(name: string, value: string, allowed: string, why?: string): Ha
     `${name}=${JSON.stringify(value)} is invalid${why ? ` (${why})` : ""}; allowed: ${allowed}`,
     { status: 500 },
   );
+}
+
+/** readInteger for byte counts past 10 digits (a quota of many GiB): up to 16 decimal digits. */
+function readLargeInteger(
+  get: (name: string) => string | undefined,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  const raw = get(name);
+  if (raw === undefined) return fallback;
+  const n = /^[0-9]{1,16}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw invalid(name, raw, `a whole number from ${min} to ${max}`);
+  return n;
 }
 
 function readInteger(
@@ -252,6 +331,97 @@ function readEnum<T extends string>(
   const v = normalise(raw);
   if (!(allowed as readonly string[]).includes(v)) throw invalid(name, raw, allowed.join(" | "));
   return v as T;
+}
+
+function readBoolean(get: (name: string) => string | undefined, name: string, fallback: boolean): boolean {
+  const raw = get(name);
+  if (raw === undefined) return fallback;
+  const v = raw.toLowerCase();
+  if (v === "true" || v === "1" || v === "yes") return true;
+  if (v === "false" || v === "0" || v === "no") return false;
+  throw invalid(name, raw, "true | false (or 1 | 0, yes | no)");
+}
+
+function readS3Config(get: (name: string) => string | undefined): S3BlobConfig {
+  const endpointRaw = get("HANDSAFE_S3_ENDPOINT");
+  let endpoint: string | null = null;
+  if (endpointRaw !== undefined) {
+    let url: URL;
+    try {
+      url = new URL(endpointRaw);
+    } catch {
+      throw invalid(
+        "HANDSAFE_S3_ENDPOINT",
+        endpointRaw,
+        "an absolute https:// or http:// URL, e.g. http://127.0.0.1:9000",
+      );
+    }
+    if (url.protocol !== "https:" && url.protocol !== "http:")
+      throw invalid(
+        "HANDSAFE_S3_ENDPOINT",
+        endpointRaw,
+        "an https:// or http:// URL",
+        `scheme ${url.protocol}`,
+      );
+    // Credentials belong in HANDSAFE_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY: never echo them.
+    if (url.username !== "" || url.password !== "")
+      throw new HandsafeError(
+        "config.invalid",
+        "HANDSAFE_S3_ENDPOINT is invalid (value hidden): it carries credentials; allowed: a URL without credentials (set HANDSAFE_S3_ACCESS_KEY_ID and HANDSAFE_S3_SECRET_ACCESS_KEY)",
+        { status: 500 },
+      );
+    if (url.search !== "" || url.hash !== "")
+      throw invalid("HANDSAFE_S3_ENDPOINT", endpointRaw, "a URL without query or fragment");
+    endpoint = `${url.origin}${url.pathname.replace(/\/+$/, "")}`;
+  }
+  const region = get("HANDSAFE_S3_REGION") ?? "us-east-1";
+  if (!/^[A-Za-z0-9-]{1,64}$/.test(region))
+    throw invalid("HANDSAFE_S3_REGION", region, "a region name such as us-east-1 (letters, digits, '-')");
+  const bucket = get("HANDSAFE_S3_BUCKET");
+  if (bucket === undefined)
+    throw new HandsafeError("config.invalid", "HANDSAFE_S3_BUCKET is required when HANDSAFE_BLOB_STORE=s3", {
+      status: 500,
+    });
+  if (!/^[A-Za-z0-9._-]{1,255}$/.test(bucket))
+    throw invalid("HANDSAFE_S3_BUCKET", bucket, "a bucket name of [A-Za-z0-9._-], e.g. handsafe-blobs");
+  const prefixRaw = get("HANDSAFE_S3_PREFIX") ?? "";
+  if (
+    prefixRaw !== "" &&
+    (!/^[A-Za-z0-9._/-]{1,512}$/.test(prefixRaw) ||
+      prefixRaw.startsWith("/") ||
+      prefixRaw
+        .split("/")
+        .some((segment, i, all) => (segment === "" && i !== all.length - 1) || segment === ".."))
+  )
+    throw invalid(
+      "HANDSAFE_S3_PREFIX",
+      prefixRaw,
+      "up to 512 characters of [A-Za-z0-9._-] segments joined by '/', e.g. handsafe/prod/",
+    );
+  const prefix = prefixRaw === "" || prefixRaw.endsWith("/") ? prefixRaw : `${prefixRaw}/`;
+  const accessKeyId = get("HANDSAFE_S3_ACCESS_KEY_ID");
+  const secret = get("HANDSAFE_S3_SECRET_ACCESS_KEY");
+  if ((accessKeyId === undefined) !== (secret === undefined)) {
+    const [missing, present] =
+      accessKeyId === undefined
+        ? ["HANDSAFE_S3_ACCESS_KEY_ID", "HANDSAFE_S3_SECRET_ACCESS_KEY"]
+        : ["HANDSAFE_S3_SECRET_ACCESS_KEY", "HANDSAFE_S3_ACCESS_KEY_ID"];
+    throw new HandsafeError(
+      "config.invalid",
+      `${missing} is not set but ${present} is: set both, or neither (the AWS SDK's default credential chain: environment, profile, instance role)`,
+      { status: 500 },
+    );
+  }
+  return Object.freeze({
+    endpoint,
+    region,
+    bucket,
+    prefix,
+    accessKeyId: accessKeyId ?? null,
+    secretAccessKey: secret === undefined ? null : new RedactedText(secret),
+    // S3-compatible servers (MinIO, Ceph, s3rver) mostly want path-style; AWS S3 itself virtual-hosted.
+    forcePathStyle: readBoolean(get, "HANDSAFE_S3_FORCE_PATH_STYLE", endpoint !== null),
+  });
 }
 
 function readPublicUrl(raw: string): string {

@@ -9,11 +9,17 @@ import { sql } from "kysely";
 import { activationMigrations } from "../activation/migrations.ts";
 import { registerActivationRoutes } from "../activation/routes.ts";
 import type { ActivationService } from "../activation/server.ts";
+import { backupMigrations } from "../backup/migrations.ts";
+import { registerBackupRoutes } from "../backup/routes.ts";
+import { type BackupService, startBackupSweeper } from "../backup/server.ts";
 import { type ManagementRoutes, registerManagementRoutes } from "../management/routes.ts";
 import { managementMigrations } from "../management/store.ts";
 import { messagingMigrations } from "../messaging/migrations.ts";
 import { type MessagingRoutes, registerMessagingRoutes } from "../messaging/routes.ts";
 import { startMessagingSweeper } from "../messaging/sweeper.ts";
+import { trustzoneMigrations } from "../trustzone/migrations.ts";
+import { registerTrustzoneRoutes, type TrustzoneRoutes } from "../trustzone/routes.ts";
+import { startTrustzoneSweeper } from "../trustzone/sweeper.ts";
 import { campaignMigrations } from "../updates/campaigns/migrations.ts";
 import { registerCampaignRoutes } from "../updates/campaigns/routes.ts";
 import type { CampaignService } from "../updates/campaigns/server.ts";
@@ -21,7 +27,7 @@ import { updatesMigrations } from "../updates/migrations.ts";
 import { registerUpdateRoutes, type UpdatesService } from "../updates/routes.ts";
 import { registerAuthRoutes } from "./auth/routes.ts";
 import { type AuthTables, authMigrations, countAdminTokens, issueToken } from "./auth/store.ts";
-import { createFilesystemBlobStore } from "./blobs/filesystem.ts";
+import { createBlobStore } from "./blobs/index.ts";
 import { createPlatform } from "./compose.ts";
 import { type Config, defaultPublicUrl, loadConfig } from "./config.ts";
 import type { Platform } from "./context.ts";
@@ -59,6 +65,8 @@ export const allMigrations = combineMigrations(
   webhookMigrations,
   replayMigrations,
   messagingMigrations,
+  trustzoneMigrations,
+  backupMigrations,
 );
 
 export interface RunningServer {
@@ -73,6 +81,10 @@ export interface RunningServer {
   campaigns: CampaignService;
   /** Secure messaging: senders, messages, registrations (src/messaging/routes.ts). */
   messaging: MessagingRoutes;
+  /** Trust-zone containers: managers, zones, tokens, sub-keys, relay (src/trustzone/routes.ts). */
+  trustzone: TrustzoneRoutes;
+  /** Secure backup: accounts, uploads, blobs, envelopes, shares (src/backup/routes.ts). */
+  backup: BackupService;
   /** https://host:port as handsets reach it. */
   url: string;
   /** base64url SHA-256 of the certificate's SubjectPublicKeyInfo: what handsets pin. */
@@ -137,10 +149,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     sms,
     ...(config.publicUrl ? { server: { url: config.publicUrl, pin: cert.spkiSha256 } } : {}),
   });
-  const updates = registerUpdateRoutes(app, platform, {
-    blobs: createFilesystemBlobStore(config.blobDir),
-    management,
-  });
+  // One blob store for every capability (keys are namespaced: updates/…, backup/…).
+  const blobs = createBlobStore(config);
+  const updates = registerUpdateRoutes(app, platform, { blobs, management });
   const campaigns = registerCampaignRoutes(app, platform, { management, updates });
   // Known once the server listens (port 0 picks one): the default app link points at its /handset page.
   let boundUrl = config.publicUrl ?? defaultPublicUrl(config.port);
@@ -154,6 +165,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       appUrl: () => config.messaging.appUrl ?? `${boundUrl}/handset`,
     },
   });
+  const backup = registerBackupRoutes(app, platform, { blobs, quotaBytes: config.backup.quotaBytes });
+  const trustzone = registerTrustzoneRoutes(app, platform);
   // The gateway has one inbound handler: each capability's in turn, until one takes the text.
   const inboundHandlers: Array<(text: InboundSms) => Promise<boolean>> = [
     (text) => messaging.registrations.handleInboundSms(text),
@@ -164,6 +177,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
 
   try {
     await updates.ready;
+    await trustzone.ready;
     await options.extend?.(app, platform);
     await app.listen({ host: config.host, port: config.port });
   } catch (e) {
@@ -191,6 +205,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const messagingSweeper = startMessagingSweeper(messaging.service, (err) =>
     app.log.error({ err }, "messaging sweep failed"),
   );
+  // Uploads left unfinished for 7 days are dropped (their bytes too): hourly, unref'd.
+  const backupSweeper = startBackupSweeper(backup, (err) => app.log.error({ err }, "backup sweep failed"));
+  const trustzoneSweeper = startTrustzoneSweeper(trustzone.service, (err) =>
+    app.log.error({ err }, "trust-zone sweep failed"),
+  );
   // Where a CLI on this machine finds its server by default (`handsafe admin …`, `handsafe handset …`).
   writeFileSync(
     join(config.dataDir, SERVER_INFO_FILE),
@@ -205,6 +224,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     updates,
     campaigns,
     messaging,
+    backup,
+    trustzone,
     url,
     pin: cert.spkiSha256,
     fingerprint: formatFingerprint(cert.spkiSha256),
@@ -212,6 +233,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     async close() {
       clearInterval(sweeper);
       await messagingSweeper.stop();
+      await trustzoneSweeper.stop();
+      await backupSweeper.stop();
       await webhooks.stop();
       await app.close();
       await sms.close();

@@ -6,15 +6,18 @@ import { describe, expect, it } from "vitest";
 import { decrypt } from "../../src/core/age/age.ts";
 import { dearmor } from "../../src/core/age/armor.ts";
 import { AGE_ERRORS } from "../../src/core/age/errors.ts";
+import { SCRYPT_ERRORS, ScryptIdentity } from "../../src/core/age/scrypt-recipient.ts";
+import type { AgeIdentity } from "../../src/core/age/stanza.ts";
 import { isHandsafeError } from "../../src/core/errors.ts";
 
 /**
- * The C2SP/CCTV age vectors (test/vectors/age/README.md): every X25519-only file decrypts, or fails,
- * exactly as its `expect` says, with the HandsafeError code pinned below; the plaintext released
+ * The C2SP/CCTV age vectors (test/vectors/age/README.md, and the scrypt ones in
+ * test/vectors/age-scrypt/README.md): every file decrypts, or fails, exactly as its `expect` says, with the HandsafeError code pinned below; the plaintext released
  * before a failure (or all of it, on success) hashes to the vector's `payload`.
  */
 
 const DIR = join(import.meta.dirname, "../vectors/age");
+const SCRYPT_DIR = join(import.meta.dirname, "../vectors/age-scrypt");
 
 /** CCTV's outcome classes → the codes that may stand for them. */
 const CLASS_CODES: Record<string, readonly string[]> = {
@@ -27,6 +30,8 @@ const CLASS_CODES: Record<string, readonly string[]> = {
     AGE_ERRORS.stanzaMalformed,
     AGE_ERRORS.x25519LowOrder,
     AGE_ERRORS.nonceMissing,
+    SCRYPT_ERRORS.notAlone,
+    SCRYPT_ERRORS.workFactorTooHigh,
   ],
   "payload failure": [
     AGE_ERRORS.payloadTruncated,
@@ -119,6 +124,31 @@ const EXPECTED_CODE: Record<string, string> = {
   x25519_not_canonical_body: "age.header_malformed",
   x25519_not_canonical_share: "age.stanza_malformed",
   x25519_short_share: "age.stanza_malformed",
+  // scrypt (passphrase) vectors: test/vectors/age-scrypt.
+  scrypt_and_x25519: "age.scrypt_not_alone",
+  scrypt_bad_tag: "age.no_match",
+  scrypt_double: "age.scrypt_not_alone",
+  scrypt_extra_argument: "age.stanza_malformed",
+  scrypt_long_file_key: "age.stanza_malformed",
+  scrypt_no_match: "age.no_match",
+  scrypt_not_canonical_body: "age.header_malformed",
+  scrypt_not_canonical_salt: "age.stanza_malformed",
+  scrypt_salt_long: "age.stanza_malformed",
+  scrypt_salt_missing: "age.stanza_malformed",
+  scrypt_salt_short: "age.stanza_malformed",
+  scrypt_uppercase: "age.no_match",
+  scrypt_work_factor_23: "age.scrypt_work_factor_too_high",
+  scrypt_work_factor_hex: "age.stanza_malformed",
+  scrypt_work_factor_leading_garbage: "age.stanza_malformed",
+  scrypt_work_factor_leading_plus: "age.stanza_malformed",
+  scrypt_work_factor_leading_zero_decimal: "age.stanza_malformed",
+  scrypt_work_factor_leading_zero_octal: "age.stanza_malformed",
+  scrypt_work_factor_missing: "age.stanza_malformed",
+  scrypt_work_factor_negative: "age.stanza_malformed",
+  scrypt_work_factor_overflow: "age.scrypt_work_factor_too_high",
+  scrypt_work_factor_trailing_garbage: "age.stanza_malformed",
+  scrypt_work_factor_wrong: "age.no_match",
+  scrypt_work_factor_zero: "age.stanza_malformed",
 };
 
 interface Vector {
@@ -126,12 +156,13 @@ interface Vector {
   expect: string;
   payload: string | undefined;
   identities: string[];
+  passphrases: string[];
   armored: boolean;
   file: Uint8Array;
 }
 
-function load(name: string): Vector {
-  const bytes = readFileSync(join(DIR, name));
+function load(dir: string, name: string): Vector {
+  const bytes = readFileSync(join(dir, name));
   const split = bytes.indexOf("\n\n");
   const meta = bytes.subarray(0, split).toString("latin1").split("\n");
   const get = (key: string) =>
@@ -141,6 +172,7 @@ function load(name: string): Vector {
     expect: get("expect")[0]!,
     payload: get("payload")[0],
     identities: get("identity"),
+    passphrases: get("passphrase"),
     armored: get("armored")[0] === "yes",
     // Large vectors carry `compressed: zlib`: the age file is stored deflated.
     file: new Uint8Array(
@@ -149,10 +181,15 @@ function load(name: string): Vector {
   };
 }
 
-const vectors = readdirSync(DIR)
-  .filter((n) => n !== "README.md")
-  .sort()
-  .map(load);
+function loadAll(dir: string): Vector[] {
+  return readdirSync(dir)
+    .filter((n) => n !== "README.md")
+    .sort()
+    .map((n) => load(dir, n));
+}
+
+const vectors = loadAll(DIR);
+const scryptVectors = loadAll(SCRYPT_DIR);
 
 async function run(v: Vector): Promise<{ code: string | undefined; sha256: string }> {
   const hash = createHash("sha256");
@@ -161,7 +198,12 @@ async function run(v: Vector): Promise<{ code: string | undefined; sha256: strin
     // Fed in uneven pieces, so the reader's buffering is exercised too.
     const pieces: Uint8Array[] = [];
     for (let at = 0; at < file.length; at += 7919) pieces.push(file.subarray(at, at + 7919));
-    for await (const chunk of decrypt(v.identities, pieces)) hash.update(chunk);
+    // The vectors' work factors are 2^10 (one asks for 2^23, above the default limit of 2^22).
+    const identities: (AgeIdentity | string)[] = [
+      ...v.identities,
+      ...v.passphrases.map((p) => new ScryptIdentity(p)),
+    ];
+    for await (const chunk of decrypt(identities, pieces)) hash.update(chunk);
     return { code: undefined, sha256: hash.digest("hex") };
   } catch (e) {
     if (!isHandsafeError(e)) throw e;
@@ -169,12 +211,13 @@ async function run(v: Vector): Promise<{ code: string | undefined; sha256: strin
   }
 }
 
-describe("C2SP/CCTV age vectors (X25519 only)", () => {
+describe("C2SP/CCTV age vectors", () => {
   it("has the copied vectors", () => {
     expect(vectors.length).toBe(98);
+    expect(scryptVectors.length).toBe(26);
   });
 
-  for (const v of vectors) {
+  for (const v of [...vectors, ...scryptVectors]) {
     it(`${v.name}: ${v.expect}`, async () => {
       const { code, sha256 } = await run(v);
       if (v.expect === "success") expect(code).toBeUndefined();

@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isHandsafeError } from "../../src/core/errors.ts";
 import { createFilesystemBlobStore } from "../../src/platform/blobs/filesystem.ts";
 import type { BlobStore } from "../../src/platform/blobs/types.ts";
+import { describeBlobStoreContract } from "./contract.ts";
 
 let root: string;
 let store: BlobStore;
@@ -197,4 +198,48 @@ describe("filesystem blob store", () => {
       clearInterval(sample);
     }
   }, 60_000);
+});
+
+const contractDirs: string[] = [];
+afterAll(() => {
+  for (const dir of contractDirs) rmSync(dir, { recursive: true, force: true });
+});
+describeBlobStoreContract(
+  "filesystem",
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), "handsafe-blobs-contract-"));
+    contractDirs.push(dir);
+    return { store: createFilesystemBlobStore(dir), reopen: () => createFilesystemBlobStore(dir) };
+  },
+  { keepsBytesOfFailedAppend: true },
+);
+
+describe("filesystem uploads", () => {
+  it("keep their bytes in <root>/.uploads/<id>, and completion renames that file (no copy)", async () => {
+    await store.uploads.begin("up");
+    await store.uploads.append("up", 0, randomBytes(300_000));
+    const file = join(root, ".uploads", "up");
+    expect(statSync(file).size).toBe(48 + 300_000);
+    const inode = statSync(file).ino;
+    const info = await store.uploads.complete("up", "done/blob");
+    expect(statSync(join(root, "done", "blob")).ino).toBe(inode);
+    expect(readdirSync(join(root, ".uploads"))).toEqual([]);
+    // The published file is an ordinary blob: a fresh store reads its header.
+    expect(await createFilesystemBlobStore(root).stat("done/blob")).toEqual(info);
+  });
+
+  it("a write that fails half-way is cut back to the last whole chunk", async () => {
+    await store.uploads.begin("torn");
+    await store.uploads.append("torn", 0, Buffer.from("abc"));
+    async function* source(): AsyncIterable<Uint8Array> {
+      yield Buffer.from("def");
+      yield "not bytes" as unknown as Uint8Array;
+    }
+    expect(await code(() => store.uploads.append("torn", 3, source()))).toBe("blob.invalid_data");
+    expect(await store.uploads.length("torn")).toBe(6);
+    expect(statSync(join(root, ".uploads", "torn")).size).toBe(48 + 6);
+    expect((await store.uploads.complete("torn", "t")).sha256).toBe(
+      createHash("sha256").update("abcdef").digest("hex"),
+    );
+  });
 });

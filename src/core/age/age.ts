@@ -1,14 +1,16 @@
 import { randomBytes } from "../crypto/random.ts";
-import { ageError, AGE_ERRORS } from "./errors.ts";
+import { AGE_ERRORS, ageError } from "./errors.ts";
 import { encodeHeader, parseHeader, readHeaderBytes, verifyHeaderMac } from "./format.ts";
 import { ByteReader, type ByteSource, chunksOf } from "./reader.ts";
+import { assertScryptAlone } from "./scrypt-recipient.ts";
 import { type AgeIdentity, type AgeRecipient, FILE_KEY_LENGTH, type Stanza } from "./stanza.ts";
 import { decryptPayload, encryptPayload, PAYLOAD_NONCE_LENGTH, payloadKey } from "./stream.ts";
 import { X25519Identity, X25519Recipient } from "./x25519-recipient.ts";
 
 /**
  * Whole-file age v1 encryption and decryption over streams: `header || nonce || STREAM payload`.
- * Strings are taken as `age1…` recipients / `AGE-SECRET-KEY-1…` identities.
+ * Strings are taken as `age1…` recipients / `AGE-SECRET-KEY-1…` identities; a passphrase is given as
+ * a ScryptRecipient / ScryptIdentity (scrypt-recipient.ts), and is then the file's only recipient.
  */
 
 function toRecipient(r: AgeRecipient | string): AgeRecipient {
@@ -28,6 +30,7 @@ export async function* encrypt(
   const fileKey = randomBytes(FILE_KEY_LENGTH);
   const stanzas: Stanza[] = [];
   for (const r of recipients) stanzas.push(...toRecipient(r).wrap(fileKey));
+  assertScryptAlone(stanzas);
   const nonce = randomBytes(PAYLOAD_NONCE_LENGTH);
   yield encodeHeader(stanzas, fileKey);
   yield nonce;
@@ -46,6 +49,8 @@ export async function* decrypt(
   const ids = identities.map(toIdentity);
   const reader = new ByteReader(ciphertext);
   const header = parseHeader(await readHeaderBytes(reader));
+  // Before any identity runs: an X25519 identity must not open a header that mixes in scrypt.
+  assertScryptAlone(header.stanzas);
   let fileKey: Uint8Array | undefined;
   for (const id of ids) {
     fileKey = id.unwrap(header.stanzas);

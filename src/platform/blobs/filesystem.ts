@@ -14,17 +14,29 @@
  *
  * Keys: 1–1024 characters of [A-Za-z0-9._/-], "/"-separated segments that are non-empty and do not
  * start with "." (so no ".", "..", and no clash with temp files), no leading or trailing "/".
+ *
+ * Uploads (resumable writes, BlobUploads): `<root>/.uploads/<id>` is already in the blob file format,
+ * the 48 header bytes reserved (zeros) and the bytes appended after them, so its length is the file's
+ * size less the header. append() writes at the end in order and fdatasyncs before it answers, so a
+ * length once reported survives a power cut; a source that fails midway leaves the bytes written so
+ * far (a prefix of what was sent, so never a corrupt upload). complete() writes the header, fsyncs and
+ * renames the file onto the key: no copy of the data. The SHA-256 is kept running in memory while this
+ * store object lives; an upload continued after a restart (or by another store object) is re-hashed
+ * from the file on completion instead. Operations on one upload id are serialised in this process;
+ * two processes must not append to the same upload at once.
  */
-import { createHash } from "node:crypto";
-import { type FileHandle, mkdir, open, rename, unlink } from "node:fs/promises";
+import { createHash, type Hash } from "node:crypto";
+import { type FileHandle, mkdir, open, rename, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
 import { randomToken } from "../../core/crypto/random.ts";
 import { HandsafeError } from "../../core/errors.ts";
-import type { BlobInfo, BlobStore } from "./types.ts";
+import type { BlobInfo, BlobStore, BlobUploads } from "./types.ts";
 
 const MAGIC = Buffer.from("HSBLOB01", "ascii");
 const HEADER_SIZE = 48;
 const READ_CHUNK = 64 * 1024;
+const REHASH_CHUNK = 1024 * 1024;
+const UPLOADS_DIR = ".uploads";
 const KEY = /^[A-Za-z0-9._/-]{1,1024}$/;
 
 export function validateBlobKey(key: string): void {
@@ -41,8 +53,82 @@ export function validateBlobKey(key: string): void {
     );
 }
 
+/** Upload ids follow the blob key rules, as one segment (no "/"). */
+export function validateUploadId(uploadId: string): void {
+  if (typeof uploadId !== "string" || uploadId.includes("/") || uploadId.length > 255)
+    throw new HandsafeError(
+      "blob.invalid_key",
+      `upload id ${JSON.stringify(typeof uploadId === "string" ? uploadId.slice(0, 100) : uploadId)} is not allowed: ` +
+        "use 1–255 characters of [A-Za-z0-9._-], not starting with '.'",
+      { status: 400 },
+    );
+  validateBlobKey(uploadId);
+}
+
+/**
+ * The inclusive byte range to serve of a blob of `size` bytes, with HTTP semantics (RFC 9110
+ * §14.1.2): an end past the last byte means "to the end"; otherwise "blob.range_not_satisfiable" (416).
+ */
+export function resolveRange(
+  key: string,
+  size: number,
+  range: { start: number; end?: number } | undefined,
+): { start: number; end: number } {
+  if (!range) return { start: 0, end: size - 1 };
+  const start = range.start;
+  const end = Math.min(range.end ?? size - 1, size - 1);
+  if (!Number.isSafeInteger(start) || start < 0 || !Number.isSafeInteger(end) || start >= size || end < start)
+    throw new HandsafeError(
+      "blob.range_not_satisfiable",
+      `range ${range.start}-${range.end ?? ""} is outside blob ${key} of ${size} bytes`,
+      { status: 416, details: { size } },
+    );
+  return { start, end };
+}
+
+export function offsetMismatch(uploadId: string, offset: number, length: number): HandsafeError {
+  return new HandsafeError(
+    "blob.offset_mismatch",
+    `upload ${uploadId} has ${length} bytes: append at offset ${length}, not ${offset}`,
+    { status: 409, details: { length } },
+  );
+}
+
+export function uploadNotFound(uploadId: string): HandsafeError {
+  return new HandsafeError("blob.upload_not_found", `no upload ${uploadId}`, { status: 404 });
+}
+
+/** The chunks of `data`, each checked to be a Uint8Array ("blob.invalid_data" otherwise). */
+export async function* blobChunks(data: AsyncIterable<Uint8Array> | Uint8Array): AsyncIterable<Uint8Array> {
+  for await (const chunk of data instanceof Uint8Array ? [data] : data) {
+    if (!(chunk instanceof Uint8Array))
+      throw new HandsafeError("blob.invalid_data", "blob data must be Uint8Array chunks", { status: 400 });
+    yield chunk;
+  }
+}
+
+/** Runs the calls made for one name one after another (in this process), in the order they came. */
+export function createSerialiser(): <T>(name: string, work: () => Promise<T>) => Promise<T> {
+  const tails = new Map<string, Promise<unknown>>();
+  return async (name, work) => {
+    const previous = tails.get(name);
+    const run = (previous ?? Promise.resolve()).then(work, work);
+    const tail = run.then(
+      () => {},
+      () => {},
+    );
+    tails.set(name, tail);
+    try {
+      return await run;
+    } finally {
+      if (tails.get(name) === tail) tails.delete(name);
+    }
+  };
+}
+
 export function createFilesystemBlobStore(rootDir: string): BlobStore {
   const root = resolve(rootDir);
+  const uploadsDir = join(root, UPLOADS_DIR);
 
   function pathOf(key: string): string {
     validateBlobKey(key);
@@ -64,11 +150,7 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
       let size = 0;
       try {
         let position = HEADER_SIZE;
-        for await (const chunk of data instanceof Uint8Array ? [data] : data) {
-          if (!(chunk instanceof Uint8Array))
-            throw new HandsafeError("blob.invalid_data", "blob data must be Uint8Array chunks", {
-              status: 400,
-            });
+        for await (const chunk of blobChunks(data)) {
           hash.update(chunk);
           await writeAll(file, chunk, position);
           position += chunk.length;
@@ -95,25 +177,7 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
       if (!file) throw new HandsafeError("blob.not_found", `no blob ${key}`, { status: 404 });
       try {
         const info = await readHeader(file, key);
-        let start = 0;
-        let end = info.size - 1;
-        if (range) {
-          start = range.start;
-          // HTTP semantics (RFC 9110 §14.1.2): an end past the last byte means "to the end".
-          end = Math.min(range.end ?? info.size - 1, info.size - 1);
-          if (
-            !Number.isSafeInteger(start) ||
-            start < 0 ||
-            !Number.isSafeInteger(end) ||
-            start >= info.size ||
-            end < start
-          )
-            throw new HandsafeError(
-              "blob.range_not_satisfiable",
-              `range ${range.start}-${range.end ?? ""} is outside blob ${key} of ${info.size} bytes`,
-              { status: 416, details: { size: info.size } },
-            );
-        }
+        const { start, end } = resolveRange(key, info.size, range);
         for (let offset = start; offset <= end; ) {
           const length = Math.min(READ_CHUNK, end - offset + 1);
           // A fresh buffer per chunk: the consumer may keep what we yield.
@@ -145,7 +209,204 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
         if (!isMissing(e)) throw e;
       }
     },
+
+    uploads: createFilesystemUploads(uploadsDir, pathOf),
   };
+}
+
+/** Per upload, while this store object lives: the SHA-256 of its first `length` bytes. */
+interface RunningHash {
+  hash: Hash;
+  length: number;
+}
+
+function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => string): BlobUploads {
+  const serialise = createSerialiser();
+  const hashes = new Map<string, RunningHash>();
+
+  function uploadPath(uploadId: string): string {
+    validateUploadId(uploadId);
+    return join(uploadsDir, uploadId);
+  }
+
+  /** The upload's file opened for writing, or "blob.upload_not_found". */
+  async function openUpload(uploadId: string, path: string): Promise<FileHandle> {
+    try {
+      return await open(path, "r+");
+    } catch (e) {
+      if (isMissing(e)) throw uploadNotFound(uploadId);
+      throw writeFailed(`cannot open upload ${uploadId}`, e);
+    }
+  }
+
+  return {
+    async begin(uploadId) {
+      const path = uploadPath(uploadId);
+      await serialise(uploadId, async () => {
+        try {
+          await mkdir(uploadsDir, { recursive: true, mode: 0o700 });
+          let file: FileHandle;
+          try {
+            file = await open(path, "wx", 0o600);
+          } catch (e) {
+            if ((e as { code?: unknown }).code === "EEXIST") return;
+            throw e;
+          }
+          try {
+            // The header's place, filled in by complete().
+            await writeAll(file, Buffer.alloc(HEADER_SIZE), 0);
+            await file.sync();
+          } finally {
+            await file.close();
+          }
+          await syncDirectory(uploadsDir);
+          hashes.set(uploadId, { hash: createHash("sha256"), length: 0 });
+        } catch (e) {
+          throw writeFailed(`cannot begin upload ${uploadId}`, e);
+        }
+      });
+    },
+
+    async append(uploadId, offset, data) {
+      const path = uploadPath(uploadId);
+      return serialise(uploadId, async () => {
+        const file = await openUpload(uploadId, path);
+        try {
+          let written: number;
+          try {
+            written = Math.max(0, (await file.stat()).size - HEADER_SIZE);
+          } catch (e) {
+            throw writeFailed(`cannot read upload ${uploadId}`, e);
+          }
+          if (offset !== written) throw offsetMismatch(uploadId, offset, written);
+          let running = hashes.get(uploadId);
+          if (running?.length !== written) {
+            // Continued after a restart: complete() re-hashes the file.
+            hashes.delete(uploadId);
+            running = written === 0 ? { hash: createHash("sha256"), length: 0 } : undefined;
+            if (running) hashes.set(uploadId, running);
+          }
+          let failure: unknown;
+          try {
+            for await (const chunk of blobChunks(data)) {
+              const writing = writeAll(file, chunk, HEADER_SIZE + written);
+              // Hash while the write runs on the thread pool; a failed write spoils the running hash.
+              running?.hash.update(chunk);
+              try {
+                await writing;
+              } catch (e) {
+                hashes.delete(uploadId);
+                running = undefined;
+                throw e;
+              }
+              written += chunk.length;
+              if (running) running.length = written;
+            }
+          } catch (e) {
+            failure = e;
+          }
+          try {
+            // A write that failed partway may have stored part of its chunk: cut back to `written`.
+            if (failure !== undefined) await file.truncate(HEADER_SIZE + written);
+            await file.datasync();
+          } catch (e) {
+            hashes.delete(uploadId);
+            throw writeFailed(`cannot store upload ${uploadId}`, e);
+          }
+          if (failure === undefined) return written;
+          if (failure instanceof HandsafeError) throw failure;
+          throw new HandsafeError(
+            "blob.write_failed",
+            `upload ${uploadId} was cut off at ${written} bytes; append again from there`,
+            { status: 500, details: { length: written }, cause: failure },
+          );
+        } finally {
+          await file.close().catch(() => {});
+        }
+      });
+    },
+
+    async length(uploadId) {
+      const path = uploadPath(uploadId);
+      try {
+        return Math.max(0, (await stat(path)).size - HEADER_SIZE);
+      } catch (e) {
+        if (isMissing(e)) return undefined;
+        throw new HandsafeError("blob.read_failed", `cannot read upload ${uploadId}`, {
+          status: 500,
+          cause: e,
+        });
+      }
+    },
+
+    async complete(uploadId, key) {
+      const path = uploadPath(uploadId);
+      const target = pathOf(key);
+      return serialise(uploadId, async () => {
+        const file = await openUpload(uploadId, path);
+        let size: number;
+        let digest: Buffer;
+        try {
+          size = Math.max(0, (await file.stat()).size - HEADER_SIZE);
+          const running = hashes.get(uploadId);
+          hashes.delete(uploadId);
+          digest = running?.length === size ? running.hash.digest() : await rehash(file, size);
+          await writeAll(file, header(size, digest), 0);
+          await file.sync();
+        } catch (e) {
+          throw writeFailed(`cannot complete upload ${uploadId}`, e);
+        } finally {
+          await file.close().catch(() => {});
+        }
+        try {
+          const dir = dirname(target);
+          await mkdir(dir, { recursive: true, mode: 0o700 });
+          await rename(path, target);
+          await syncDirectory(dir);
+          await syncDirectory(uploadsDir);
+        } catch (e) {
+          throw writeFailed(`cannot store blob ${key}`, e);
+        }
+        return { key, size, sha256: digest.toString("hex") };
+      });
+    },
+
+    async abort(uploadId) {
+      const path = uploadPath(uploadId);
+      await serialise(uploadId, async () => {
+        hashes.delete(uploadId);
+        try {
+          await unlink(path);
+        } catch (e) {
+          if (isMissing(e)) return;
+          throw writeFailed(`cannot drop upload ${uploadId}`, e);
+        }
+      });
+    },
+  };
+}
+
+/** The SHA-256 of the `size` bytes after the header, read back 1 MiB at a time. */
+async function rehash(file: FileHandle, size: number): Promise<Buffer> {
+  const hash = createHash("sha256");
+  const buffer = Buffer.allocUnsafe(REHASH_CHUNK);
+  for (let offset = 0; offset < size; ) {
+    const { bytesRead } = await file.read(
+      buffer,
+      0,
+      Math.min(buffer.length, size - offset),
+      HEADER_SIZE + offset,
+    );
+    if (bytesRead === 0) throw new Error("upload file shorter than its length");
+    hash.update(buffer.subarray(0, bytesRead));
+    offset += bytesRead;
+  }
+  return hash.digest();
+}
+
+function writeFailed(message: string, cause: unknown): HandsafeError {
+  if (cause instanceof HandsafeError) return cause;
+  return new HandsafeError("blob.write_failed", message, { status: 500, cause });
 }
 
 function header(size: number, sha256: Uint8Array): Buffer {

@@ -1,0 +1,379 @@
+/**
+ * The handset's data as backup sees it (docs/protocols/backup.md §2): record stores (`contacts`,
+ * `messages`, `calendar`: one item per record, path `contacts/<id>`, content the record's JSON) and
+ * folder stores (`files/<relative path>`, `appdata/<app>/<relative path>`).
+ *
+ * `FolderDataStores(root)` keeps them in a folder:
+ *
+ *   <root>/contacts.json  {"<id>": record, …}   (sorted by id, so one state has one byte form)
+ *   <root>/messages.json, <root>/calendar.json
+ *   <root>/files/**       <root>/appdata/<app>/**
+ *
+ * A restore never writes into `<root>`: it fills a staging folder beside it (`<root>.staging-…`) and
+ * `commit()` swaps the folders — `<root>` → `<root>.old-…`, staging → `<root>`, then the old one is
+ * removed. A crash between the two renames leaves `<root>` missing and the old folder intact; the next
+ * `FolderDataStores` use puts it back (`recover()`), so the stores are always the old state or the new.
+ */
+import { randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { cp, mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
+import { HandsafeError } from "../core/errors.ts";
+import type { ItemKind } from "./selection.ts";
+
+export const RECORD_KINDS = ["contacts", "messages", "calendar"] as const;
+export type RecordKind = (typeof RECORD_KINDS)[number];
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/** Largest record (its JSON) a record store accepts: records are small, files are files. */
+export const MAX_RECORD_BYTES = 1 << 20;
+
+export interface StoredItem {
+  /** `contacts/<id>`, `files/<relative path>`, `appdata/<app>/<relative path>`. */
+  readonly path: string;
+  readonly kind: ItemKind;
+  /** Plaintext bytes. */
+  readonly size: number;
+  /** ISO 8601. */
+  readonly modifiedAt: string;
+  readonly contentType?: string;
+  /** The plaintext, streamed. */
+  open(): AsyncIterable<Uint8Array>;
+}
+
+export interface StagingWriter {
+  /** Writes one item (streamed) into the staging area. */
+  write(path: string, data: AsyncIterable<Uint8Array>, meta?: { modifiedAt?: string }): Promise<void>;
+  /** Replaces the stores with the staged state in one step. */
+  commit(): Promise<void>;
+  /** Drops the staged state; the stores stay as they were. */
+  abort(): Promise<void>;
+}
+
+export interface DataStores {
+  /** Every item, sorted by path. */
+  list(): Promise<StoredItem[]>;
+  /**
+   * A staging writer over a copy of the current state. The stores named in `replace` start empty
+   * (a snapshot restore: what is not written is gone after commit); the others keep their items and
+   * the written ones overwrite them (single items).
+   */
+  stage(options?: { replace?: readonly ItemKind[] }): Promise<StagingWriter>;
+}
+
+const RECORD_ID = /^[A-Za-z0-9._~-]{1,128}$/;
+
+function invalidPath(path: string, why: string): HandsafeError {
+  return new HandsafeError("backup.item_path_invalid", `item path ${JSON.stringify(path)}: ${why}`, {
+    status: 400,
+  });
+}
+
+/** A path segment that is safe as a file name on every platform we run on. */
+function checkSegment(path: string, segment: string): void {
+  if (segment.length === 0 || segment === "." || segment === "..")
+    throw invalidPath(path, "empty, . or .. segment");
+  if (/[\\\0]/.test(segment)) throw invalidPath(path, "backslash or NUL");
+  if (utf8(segment).length > 255) throw invalidPath(path, "a segment over 255 bytes");
+}
+
+export type ParsedItemPath =
+  | { kind: RecordKind; recordId: string }
+  | { kind: "files"; segments: string[] }
+  | { kind: "appdata"; segments: string[] };
+
+/** Checks an item path and splits it (`backup.item_path_invalid` otherwise): the boundary for restores. */
+export function parseItemPath(path: string): ParsedItemPath {
+  if (typeof path !== "string" || path.length === 0 || path.length > 4096)
+    throw invalidPath(String(path), "length");
+  const [kind, ...rest] = path.split("/");
+  if ((RECORD_KINDS as readonly string[]).includes(kind!)) {
+    if (rest.length !== 1 || !RECORD_ID.test(rest[0]!))
+      throw invalidPath(path, "a record id is [A-Za-z0-9._~-]{1,128}");
+    return { kind: kind as RecordKind, recordId: rest[0]! };
+  }
+  if (kind === "files" || kind === "appdata") {
+    if (rest.length < (kind === "appdata" ? 2 : 1)) throw invalidPath(path, "too few segments");
+    for (const s of rest) checkSegment(path, s);
+    return { kind, segments: rest };
+  }
+  throw invalidPath(path, "not in a known store");
+}
+
+async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+  yield bytes;
+}
+
+async function* readStream(file: string): AsyncGenerator<Uint8Array> {
+  for await (const chunk of createReadStream(file, { highWaterMark: 64 * 1024 }))
+    yield new Uint8Array(chunk as Buffer);
+}
+
+function recordsFile(root: string, kind: RecordKind): string {
+  return join(root, `${kind}.json`);
+}
+
+async function readRecords(root: string, kind: RecordKind): Promise<Record<string, JsonValue>> {
+  let text: string;
+  try {
+    text = await readFile(recordsFile(root, kind), "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw e;
+  }
+  return JSON.parse(text) as Record<string, JsonValue>;
+}
+
+/** Sorted by id and indented: one state, one byte form (restores compare byte for byte). */
+function recordsJson(records: Map<string, JsonValue> | Record<string, JsonValue>): string {
+  const entries = records instanceof Map ? [...records] : Object.entries(records);
+  entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `${JSON.stringify(Object.fromEntries(entries), null, 2)}\n`;
+}
+
+async function walk(dir: string, prefix: string, out: Array<{ path: string; file: string }>): Promise<void> {
+  let entries: import("node:fs").Dirent[];
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw e;
+  }
+  for (const e of entries) {
+    const file = join(dir, e.name);
+    const path = `${prefix}/${e.name}`;
+    if (e.isDirectory()) await walk(file, path, out);
+    else if (e.isFile()) out.push({ path, file });
+  }
+}
+
+async function collectRecord(path: string, data: AsyncIterable<Uint8Array>): Promise<JsonValue> {
+  const parts: Uint8Array[] = [];
+  let length = 0;
+  for await (const c of data) {
+    length += c.length;
+    if (length > MAX_RECORD_BYTES) throw invalidPath(path, `a record is at most ${MAX_RECORD_BYTES} bytes`);
+    parts.push(c);
+  }
+  const all = new Uint8Array(length);
+  let o = 0;
+  for (const p of parts) {
+    all.set(p, o);
+    o += p.length;
+  }
+  try {
+    return JSON.parse(fromUtf8(all)) as JsonValue;
+  } catch (e) {
+    throw new HandsafeError("backup.record_invalid", `${path} is not a JSON record`, {
+      status: 422,
+      cause: e,
+    });
+  }
+}
+
+export class FolderDataStores implements DataStores {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = root;
+  }
+
+  /** Finishes an interrupted commit: `<root>` missing but its old copy still there → put it back. */
+  /**
+   * Finishes an interrupted commit: `<root>` missing but its old copy there → put it back; the old
+   * copy of a commit that did finish → removed. With `sweep`, also drops staging folders left by a
+   * restore that died (stage() sweeps; list() must not, a restore may be staging right now).
+   */
+  async recover(options: { sweep?: boolean } = {}): Promise<void> {
+    const parent = dirname(this.root);
+    const base = basename(this.root);
+    let names: string[];
+    try {
+      names = await readdir(parent);
+    } catch {
+      return;
+    }
+    let exists = await stat(this.root).then(
+      () => true,
+      () => false,
+    );
+    for (const name of names.sort()) {
+      const full = join(parent, name);
+      if (name.startsWith(`${base}.old-`)) {
+        if (exists) await rm(full, { recursive: true, force: true });
+        else {
+          await rename(full, this.root);
+          exists = true;
+        }
+      } else if (options.sweep && name.startsWith(`${base}.staging-`)) {
+        await rm(full, { recursive: true, force: true });
+      }
+    }
+  }
+
+  // --- writing the live stores (the handset's apps) ---------------------------------------------
+
+  async putRecord(kind: RecordKind, id: string, record: JsonValue): Promise<void> {
+    parseItemPath(`${kind}/${id}`);
+    await mkdir(this.root, { recursive: true });
+    const records = await readRecords(this.root, kind);
+    records[id] = record;
+    await writeFile(recordsFile(this.root, kind), recordsJson(records));
+  }
+
+  async deleteRecord(kind: RecordKind, id: string): Promise<void> {
+    const records = await readRecords(this.root, kind);
+    delete records[id];
+    await writeFile(recordsFile(this.root, kind), recordsJson(records));
+  }
+
+  async getRecord(kind: RecordKind, id: string): Promise<JsonValue | undefined> {
+    return (await readRecords(this.root, kind))[id];
+  }
+
+  /** Writes a file of the `files` or `appdata` store at its item path (`files/a/b.jpg`). */
+  async writeFile(path: string, data: Uint8Array | AsyncIterable<Uint8Array>): Promise<void> {
+    const parsed = parseItemPath(path);
+    if (parsed.kind !== "files" && parsed.kind !== "appdata") throw invalidPath(path, "not a file path");
+    await writeStreamed(
+      join(this.root, parsed.kind, ...parsed.segments),
+      data instanceof Uint8Array ? once(data) : data,
+    );
+  }
+
+  async deleteFile(path: string): Promise<void> {
+    const parsed = parseItemPath(path);
+    if (parsed.kind !== "files" && parsed.kind !== "appdata") throw invalidPath(path, "not a file path");
+    await rm(join(this.root, parsed.kind, ...parsed.segments), { force: true });
+  }
+
+  // --- DataStores -------------------------------------------------------------------------------
+
+  async list(): Promise<StoredItem[]> {
+    await this.recover();
+    const items: StoredItem[] = [];
+    for (const kind of RECORD_KINDS) {
+      const file = recordsFile(this.root, kind);
+      const info = await stat(file).catch(() => undefined);
+      if (info === undefined) continue;
+      const records = await readRecords(this.root, kind);
+      for (const [id, record] of Object.entries(records)) {
+        const bytes = utf8(JSON.stringify(record));
+        items.push({
+          path: `${kind}/${id}`,
+          kind,
+          size: bytes.length,
+          modifiedAt: info.mtime.toISOString(),
+          contentType: "application/json",
+          open: () => once(bytes),
+        });
+      }
+    }
+    for (const kind of ["files", "appdata"] as const) {
+      const found: Array<{ path: string; file: string }> = [];
+      await walk(join(this.root, kind), kind, found);
+      for (const { path, file } of found) {
+        const info = await stat(file);
+        items.push({
+          path,
+          kind,
+          size: info.size,
+          modifiedAt: info.mtime.toISOString(),
+          open: () => readStream(file),
+        });
+      }
+    }
+    return items.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  }
+
+  async stage(options: { replace?: readonly ItemKind[] } = {}): Promise<StagingWriter> {
+    await this.recover({ sweep: true });
+    const suffix = randomBytes(6).toString("hex");
+    const staging = `${this.root}.staging-${suffix}`;
+    await mkdir(dirname(this.root), { recursive: true });
+    const rootExists = await stat(this.root).then(
+      () => true,
+      () => false,
+    );
+    if (rootExists) await cp(this.root, staging, { recursive: true, preserveTimestamps: true });
+    else await mkdir(staging);
+    for (const kind of new Set(options.replace ?? [])) {
+      const records = (RECORD_KINDS as readonly string[]).includes(kind);
+      await rm(records ? recordsFile(staging, kind as RecordKind) : join(staging, kind), {
+        recursive: true,
+        force: true,
+      });
+    }
+    const records = new Map<RecordKind, Map<string, JsonValue>>();
+    const recordsOf = async (kind: RecordKind) => {
+      let m = records.get(kind);
+      if (m === undefined) {
+        m = new Map(Object.entries(await readRecords(staging, kind)));
+        records.set(kind, m);
+      }
+      return m;
+    };
+    let state: "open" | "committed" | "aborted" = "open";
+    const checkOpen = () => {
+      if (state !== "open")
+        throw new HandsafeError("backup.staging_closed", `the staging area is ${state}`, { status: 500 });
+    };
+    const root = this.root;
+    return {
+      async write(path, data, meta = {}) {
+        checkOpen();
+        const parsed = parseItemPath(path);
+        if (parsed.kind === "files" || parsed.kind === "appdata") {
+          const file = join(staging, parsed.kind, ...parsed.segments);
+          await writeStreamed(file, data);
+          if (meta.modifiedAt !== undefined) {
+            const when = new Date(meta.modifiedAt);
+            if (!Number.isNaN(when.getTime())) await utimes(file, when, when);
+          }
+          return;
+        }
+        (await recordsOf(parsed.kind)).set(parsed.recordId, await collectRecord(path, data));
+      },
+      async commit() {
+        checkOpen();
+        for (const [kind, m] of records) await writeFile(recordsFile(staging, kind), recordsJson(m));
+        const old = `${root}.old-${suffix}`;
+        // Two renames: between them <root> is missing and recover() restores the old one.
+        if (
+          rootExists ||
+          (await stat(root).then(
+            () => true,
+            () => false,
+          ))
+        )
+          await rename(root, old);
+        await rename(staging, root);
+        state = "committed";
+        await rm(old, { recursive: true, force: true });
+      },
+      async abort() {
+        if (state !== "open") return;
+        state = "aborted";
+        await rm(staging, { recursive: true, force: true });
+      },
+    };
+  }
+}
+
+/** Streams `data` into a new file, one chunk in memory at a time. */
+async function writeStreamed(file: string, data: AsyncIterable<Uint8Array>): Promise<void> {
+  await mkdir(dirname(file), { recursive: true });
+  const handle = await open(file, "w");
+  try {
+    for await (const chunk of data) {
+      let at = 0;
+      while (at < chunk.length) {
+        const { bytesWritten } = await handle.write(chunk, at, chunk.length - at);
+        at += bytesWritten;
+      }
+    }
+  } finally {
+    await handle.close();
+  }
+}

@@ -1,0 +1,547 @@
+/**
+ * Secure backup's tables and queries (migrations.ts). Every change that must happen once is a
+ * compare-and-set: an upload leaves `open` once, the quota is taken by
+ * `update … where bytes_used + n <= quota`, blob references move inside the envelope's
+ * transaction, and a blob row goes when its count reaches zero — so N server nodes agree.
+ */
+import type { Kysely } from "kysely";
+import { toBytes } from "../platform/db/columns.ts";
+
+export interface BackupTables {
+  backup_accounts: {
+    id: string;
+    signing_key: Uint8Array;
+    recipient: string;
+    handle: string | null;
+    created_at: number;
+    bytes_used: number;
+  };
+  backup_uploads: {
+    id: string;
+    account_id: string;
+    size: number;
+    sha256: Uint8Array;
+    created_at: number;
+    state: string;
+    blob_id: string | null;
+  };
+  backup_blobs: {
+    id: string;
+    account_id: string;
+    size: number;
+    sha256: Uint8Array;
+    created_at: number;
+    refs: number;
+  };
+  backup_envelopes: {
+    id: string;
+    account_id: string;
+    kind: string;
+    parent: string | null;
+    created_at: number;
+    items: number;
+    bytes: number;
+    xml: Uint8Array;
+    signature: Uint8Array;
+    listed_at: number;
+  };
+  backup_envelope_blobs: { envelope_id: string; blob_id: string };
+  backup_shares: { envelope_id: string; account_id: string; created_at: number; revoked_at: number | null };
+}
+
+export type Db = Kysely<BackupTables>;
+
+// --- accounts --------------------------------------------------------------------------------------
+
+export interface AccountRow {
+  id: string;
+  signingKey: Uint8Array;
+  recipient: string;
+  handle: string | null;
+  createdAt: number;
+  bytesUsed: number;
+}
+
+function toAccount(r: BackupTables["backup_accounts"]): AccountRow {
+  return {
+    id: r.id,
+    signingKey: toBytes(r.signing_key),
+    recipient: r.recipient,
+    handle: r.handle,
+    createdAt: Number(r.created_at),
+    bytesUsed: Number(r.bytes_used),
+  };
+}
+
+export async function findAccount(db: Db, id: string): Promise<AccountRow | undefined> {
+  const r = await db.selectFrom("backup_accounts").selectAll().where("id", "=", id).executeTakeFirst();
+  return r ? toAccount(r) : undefined;
+}
+
+export async function findAccountByHandle(db: Db, handle: string): Promise<AccountRow | undefined> {
+  const r = await db
+    .selectFrom("backup_accounts")
+    .selectAll()
+    .where("handle", "=", handle)
+    .executeTakeFirst();
+  return r ? toAccount(r) : undefined;
+}
+
+/** False when the id or the handle is taken (nothing written): the caller tells which. */
+export async function insertAccount(db: Db, a: Omit<AccountRow, "bytesUsed">): Promise<boolean> {
+  const r = await db
+    .insertInto("backup_accounts")
+    .values({
+      id: a.id,
+      signing_key: a.signingKey,
+      recipient: a.recipient,
+      handle: a.handle,
+      created_at: a.createdAt,
+      bytes_used: 0,
+    })
+    .onConflict((oc) => oc.doNothing())
+    .executeTakeFirst();
+  return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
+}
+
+/** The ids among `ids` that name accounts. */
+export async function existingAccounts(db: Db, ids: readonly string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await db
+    .selectFrom("backup_accounts")
+    .select("id")
+    .where("id", "in", [...ids])
+    .execute();
+  return new Set(rows.map((r) => r.id));
+}
+
+/** Takes `n` bytes of the quota, or answers false (nothing changed) when they do not fit. */
+export async function takeQuota(db: Db, accountId: string, n: number, quota: number): Promise<boolean> {
+  const r = await db
+    .updateTable("backup_accounts")
+    .set((eb) => ({ bytes_used: eb("bytes_used", "+", n) }))
+    .where("id", "=", accountId)
+    .where((eb) => eb(eb("bytes_used", "+", n), "<=", quota))
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+export async function releaseQuota(db: Db, accountId: string, n: number): Promise<void> {
+  if (n === 0) return;
+  await db
+    .updateTable("backup_accounts")
+    .set((eb) => ({ bytes_used: eb("bytes_used", "-", n) }))
+    .where("id", "=", accountId)
+    .execute();
+}
+
+// --- uploads ---------------------------------------------------------------------------------------
+
+export type UploadState = "open" | "completing" | "complete" | "failed" | "expired";
+
+export interface UploadRow {
+  id: string;
+  accountId: string;
+  size: number;
+  sha256: Uint8Array;
+  createdAt: number;
+  state: UploadState;
+  blobId: string | null;
+}
+
+function toUpload(r: BackupTables["backup_uploads"]): UploadRow {
+  return {
+    id: r.id,
+    accountId: r.account_id,
+    size: Number(r.size),
+    sha256: toBytes(r.sha256),
+    createdAt: Number(r.created_at),
+    state: r.state as UploadState,
+    blobId: r.blob_id,
+  };
+}
+
+export async function insertUpload(db: Db, u: UploadRow): Promise<void> {
+  await db
+    .insertInto("backup_uploads")
+    .values({
+      id: u.id,
+      account_id: u.accountId,
+      size: u.size,
+      sha256: u.sha256,
+      created_at: u.createdAt,
+      state: u.state,
+      blob_id: u.blobId,
+    })
+    .execute();
+}
+
+export async function findUpload(db: Db, id: string): Promise<UploadRow | undefined> {
+  const r = await db.selectFrom("backup_uploads").selectAll().where("id", "=", id).executeTakeFirst();
+  return r ? toUpload(r) : undefined;
+}
+
+/** Bytes declared by the account's uploads still open: they count against the quota at begin. */
+export async function openUploadBytes(db: Db, accountId: string): Promise<number> {
+  const r = await db
+    .selectFrom("backup_uploads")
+    .select((eb) => eb.fn.sum<number | string>("size").as("n"))
+    .where("account_id", "=", accountId)
+    .where("state", "in", ["open", "completing"])
+    .executeTakeFirst();
+  return Number(r?.n ?? 0);
+}
+
+/** Moves an upload from one state to another once; true when this caller moved it. */
+export async function transitionUpload(
+  db: Db,
+  id: string,
+  from: UploadState,
+  to: UploadState,
+  blobId: string | null = null,
+): Promise<boolean> {
+  const r = await db
+    .updateTable("backup_uploads")
+    .set({ state: to, ...(blobId === null ? {} : { blob_id: blobId }) })
+    .where("id", "=", id)
+    .where("state", "=", from)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+/** Open uploads begun before `before` (the sweep's candidates), oldest first. */
+export async function staleUploads(db: Db, before: number, limit: number): Promise<UploadRow[]> {
+  const rows = await db
+    .selectFrom("backup_uploads")
+    .selectAll()
+    .where("state", "=", "open")
+    .where("created_at", "<", before)
+    .orderBy("created_at")
+    .limit(limit)
+    .execute();
+  return rows.map(toUpload);
+}
+
+// --- blobs -----------------------------------------------------------------------------------------
+
+export interface BlobRow {
+  id: string;
+  accountId: string;
+  size: number;
+  sha256: Uint8Array;
+  createdAt: number;
+  refs: number;
+}
+
+function toBlob(r: BackupTables["backup_blobs"]): BlobRow {
+  return {
+    id: r.id,
+    accountId: r.account_id,
+    size: Number(r.size),
+    sha256: toBytes(r.sha256),
+    createdAt: Number(r.created_at),
+    refs: Number(r.refs),
+  };
+}
+
+export async function insertBlob(db: Db, b: BlobRow): Promise<void> {
+  await db
+    .insertInto("backup_blobs")
+    .values({
+      id: b.id,
+      account_id: b.accountId,
+      size: b.size,
+      sha256: b.sha256,
+      created_at: b.createdAt,
+      refs: b.refs,
+    })
+    .execute();
+}
+
+export async function findBlob(db: Db, id: string): Promise<BlobRow | undefined> {
+  const r = await db.selectFrom("backup_blobs").selectAll().where("id", "=", id).executeTakeFirst();
+  return r ? toBlob(r) : undefined;
+}
+
+export async function findBlobs(db: Db, ids: readonly string[]): Promise<Map<string, BlobRow>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db
+    .selectFrom("backup_blobs")
+    .selectAll()
+    .where("id", "in", [...ids])
+    .execute();
+  return new Map(rows.map((r) => [r.id, toBlob(r)]));
+}
+
+/** The blobs among `ids` that a listed envelope of `accountId` references (Copy of an earlier backup). */
+export async function blobsReferencedBy(
+  db: Db,
+  accountId: string,
+  ids: readonly string[],
+): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await db
+    .selectFrom("backup_envelope_blobs as eb")
+    .innerJoin("backup_envelopes as e", "e.id", "eb.envelope_id")
+    .select("eb.blob_id")
+    .where("e.account_id", "=", accountId)
+    .where("eb.blob_id", "in", [...ids])
+    .execute();
+  return new Set(rows.map((r) => r.blob_id));
+}
+
+/** Adds one reference to each blob; how many rows moved (fewer: one went meanwhile). */
+export async function addBlobRefs(db: Db, ids: readonly string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const r = await db
+    .updateTable("backup_blobs")
+    .set((eb) => ({ refs: eb("refs", "+", 1) }))
+    .where("id", "in", [...ids])
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
+/** Drops one reference from each blob, then removes the rows left at zero; returns those. */
+export async function dropBlobRefs(db: Db, ids: readonly string[]): Promise<BlobRow[]> {
+  if (ids.length === 0) return [];
+  await db
+    .updateTable("backup_blobs")
+    .set((eb) => ({ refs: eb("refs", "-", 1) }))
+    .where("id", "in", [...ids])
+    .where("refs", ">", 0)
+    .execute();
+  const gone = await db
+    .selectFrom("backup_blobs")
+    .selectAll()
+    .where("id", "in", [...ids])
+    .where("refs", "=", 0)
+    .execute();
+  if (gone.length > 0)
+    await db
+      .deleteFrom("backup_blobs")
+      .where(
+        "id",
+        "in",
+        gone.map((g) => g.id),
+      )
+      .where("refs", "=", 0)
+      .execute();
+  return gone.map(toBlob);
+}
+
+/** May `accountId` read the blob through a share? A live share of an envelope that references it. */
+export async function blobSharedWith(db: Db, blobId: string, accountId: string): Promise<boolean> {
+  const r = await db
+    .selectFrom("backup_envelope_blobs as eb")
+    .innerJoin("backup_shares as s", "s.envelope_id", "eb.envelope_id")
+    .select("eb.envelope_id")
+    .where("eb.blob_id", "=", blobId)
+    .where("s.account_id", "=", accountId)
+    .where("s.revoked_at", "is", null)
+    .executeTakeFirst();
+  return r !== undefined;
+}
+
+// --- envelopes -------------------------------------------------------------------------------------
+
+export interface EnvelopeSummary {
+  id: string;
+  accountId: string;
+  kind: "backup" | "share";
+  parent: string | null;
+  createdAt: number;
+  items: number;
+  bytes: number;
+  listedAt: number;
+}
+
+export interface EnvelopeRow extends EnvelopeSummary {
+  xml: Uint8Array;
+  signature: Uint8Array;
+}
+
+const SUMMARY_COLUMNS = [
+  "id",
+  "account_id",
+  "kind",
+  "parent",
+  "created_at",
+  "items",
+  "bytes",
+  "listed_at",
+] as const;
+
+function toSummary(r: Omit<BackupTables["backup_envelopes"], "xml" | "signature">): EnvelopeSummary {
+  return {
+    id: r.id,
+    accountId: r.account_id,
+    kind: r.kind as EnvelopeSummary["kind"],
+    parent: r.parent,
+    createdAt: Number(r.created_at),
+    items: Number(r.items),
+    bytes: Number(r.bytes),
+    listedAt: Number(r.listed_at),
+  };
+}
+
+/** False when the id is taken (nothing written). */
+export async function insertEnvelope(db: Db, e: EnvelopeRow): Promise<boolean> {
+  const r = await db
+    .insertInto("backup_envelopes")
+    .values({
+      id: e.id,
+      account_id: e.accountId,
+      kind: e.kind,
+      parent: e.parent,
+      created_at: e.createdAt,
+      items: e.items,
+      bytes: e.bytes,
+      xml: e.xml,
+      signature: e.signature,
+      listed_at: e.listedAt,
+    })
+    .onConflict((oc) => oc.column("id").doNothing())
+    .executeTakeFirst();
+  return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
+}
+
+export async function envelopeExists(db: Db, id: string): Promise<boolean> {
+  const r = await db.selectFrom("backup_envelopes").select("id").where("id", "=", id).executeTakeFirst();
+  return r !== undefined;
+}
+
+export async function findEnvelopeSummary(db: Db, id: string): Promise<EnvelopeSummary | undefined> {
+  const r = await db
+    .selectFrom("backup_envelopes")
+    .select(SUMMARY_COLUMNS)
+    .where("id", "=", id)
+    .executeTakeFirst();
+  return r ? toSummary(r) : undefined;
+}
+
+export async function findEnvelope(db: Db, id: string): Promise<EnvelopeRow | undefined> {
+  const r = await db.selectFrom("backup_envelopes").selectAll().where("id", "=", id).executeTakeFirst();
+  return r ? { ...toSummary(r), xml: toBytes(r.xml), signature: toBytes(r.signature) } : undefined;
+}
+
+export async function listEnvelopes(db: Db, accountId: string): Promise<EnvelopeSummary[]> {
+  const rows = await db
+    .selectFrom("backup_envelopes")
+    .select(SUMMARY_COLUMNS)
+    .where("account_id", "=", accountId)
+    .orderBy("created_at")
+    .orderBy("id")
+    .execute();
+  return rows.map(toSummary);
+}
+
+/** Removes the account's envelope once; false when it is not there (or not the account's). */
+export async function deleteEnvelope(db: Db, id: string, accountId: string): Promise<boolean> {
+  const r = await db
+    .deleteFrom("backup_envelopes")
+    .where("id", "=", id)
+    .where("account_id", "=", accountId)
+    .executeTakeFirst();
+  return Number(r.numDeletedRows) === 1;
+}
+
+export async function insertEnvelopeBlobs(
+  db: Db,
+  envelopeId: string,
+  blobIds: readonly string[],
+): Promise<void> {
+  if (blobIds.length === 0) return;
+  await db
+    .insertInto("backup_envelope_blobs")
+    .values(blobIds.map((blobId) => ({ envelope_id: envelopeId, blob_id: blobId })))
+    .execute();
+}
+
+/** Removes the envelope's blob references; returns the blob ids they named. */
+export async function takeEnvelopeBlobs(db: Db, envelopeId: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom("backup_envelope_blobs")
+    .select("blob_id")
+    .where("envelope_id", "=", envelopeId)
+    .execute();
+  await db.deleteFrom("backup_envelope_blobs").where("envelope_id", "=", envelopeId).execute();
+  return rows.map((r) => r.blob_id);
+}
+
+// --- shares ----------------------------------------------------------------------------------------
+
+export async function insertShares(
+  db: Db,
+  envelopeId: string,
+  accountIds: readonly string[],
+  now: number,
+): Promise<void> {
+  if (accountIds.length === 0) return;
+  await db
+    .insertInto("backup_shares")
+    .values(
+      accountIds.map((a) => ({ envelope_id: envelopeId, account_id: a, created_at: now, revoked_at: null })),
+    )
+    .execute();
+}
+
+export async function deleteShares(db: Db, envelopeId: string): Promise<void> {
+  await db.deleteFrom("backup_shares").where("envelope_id", "=", envelopeId).execute();
+}
+
+/** Is the envelope shared with the account, and not revoked? */
+export async function liveShare(db: Db, envelopeId: string, accountId: string): Promise<boolean> {
+  const r = await db
+    .selectFrom("backup_shares")
+    .select("envelope_id")
+    .where("envelope_id", "=", envelopeId)
+    .where("account_id", "=", accountId)
+    .where("revoked_at", "is", null)
+    .executeTakeFirst();
+  return r !== undefined;
+}
+
+/** Revokes once; false when there is no live share of that envelope with that account. */
+export async function revokeShare(
+  db: Db,
+  envelopeId: string,
+  accountId: string,
+  now: number,
+): Promise<boolean> {
+  const r = await db
+    .updateTable("backup_shares")
+    .set({ revoked_at: now })
+    .where("envelope_id", "=", envelopeId)
+    .where("account_id", "=", accountId)
+    .where("revoked_at", "is", null)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+export interface SharedEnvelope extends EnvelopeSummary {
+  sharedAt: number;
+}
+
+/** Envelopes other accounts shared with `accountId` and did not revoke. */
+export async function sharedWith(db: Db, accountId: string): Promise<SharedEnvelope[]> {
+  const rows = await db
+    .selectFrom("backup_shares as s")
+    .innerJoin("backup_envelopes as e", "e.id", "s.envelope_id")
+    .select([
+      "e.id",
+      "e.account_id",
+      "e.kind",
+      "e.parent",
+      "e.created_at",
+      "e.items",
+      "e.bytes",
+      "e.listed_at",
+      "s.created_at as shared_at",
+    ])
+    .where("s.account_id", "=", accountId)
+    .where("s.revoked_at", "is", null)
+    .orderBy("s.created_at")
+    .orderBy("e.id")
+    .execute();
+  return rows.map((r) => ({ ...toSummary(r), sharedAt: Number(r.shared_at) }));
+}

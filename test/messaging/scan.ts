@@ -31,7 +31,7 @@ function holds(value: unknown, markers: readonly Buffer[]): boolean {
 /** Where any marker occurs: "table.column" for rows, the path for files. Empty: nowhere. */
 export async function findMarkers(
   server: RunningServer,
-  markers: readonly string[],
+  markers: readonly (string | Uint8Array)[],
   folders: readonly string[],
 ): Promise<{
   tables: string[];
@@ -40,7 +40,16 @@ export async function findMarkers(
   files: string[];
   scannedFiles: number;
 }> {
-  const needles = markers.map((m) => Buffer.from(m, "utf8"));
+  // A binary marker (a key) is also looked for as base64 and base64url text, as JSON would hold it.
+  const needles = markers.flatMap((m) => {
+    if (typeof m === "string") return [Buffer.from(m, "utf8")];
+    const raw = Buffer.from(m);
+    return [
+      raw,
+      Buffer.from(raw.toString("base64").replace(/=+$/, "")),
+      Buffer.from(raw.toString("base64url")),
+    ];
+  });
   const found = new Set<string>();
   let scannedRows = 0;
   const names = await tableNames(server);

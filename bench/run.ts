@@ -1,8 +1,10 @@
 /** `npm run bench`: every benchmark, each figure next to a ceiling measured in the same run. */
 import { benchActivation } from "./activation.ts";
+import { benchBackup } from "./backup.ts";
 import { benchCrypto } from "./crypto.ts";
 import { benchHpke } from "./hpke.ts";
 import { benchMessaging } from "./messaging.ts";
+import { benchTrustzone } from "./trustzone.ts";
 import type { BenchResult } from "./types.ts";
 import { benchUpdates } from "./updates.ts";
 
@@ -26,3 +28,7 @@ console.log("\nupdates");
 print(await benchUpdates());
 console.log("\nsecure messaging over HTTPS");
 print(await benchMessaging());
+console.log("\ntrust-zone containers");
+print(await benchTrustzone());
+console.log("\nsecure backup");
+print(await benchBackup());

@@ -20,6 +20,7 @@ import { cp, mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile
 import { basename, dirname, join } from "node:path";
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
+import type { DataStores, StagingWriter, StoredItem } from "./data-store-types.ts";
 import type { ItemKind } from "./selection.ts";
 
 export const RECORD_KINDS = ["contacts", "messages", "calendar"] as const;
@@ -29,38 +30,7 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
 /** Largest record (its JSON) a record store accepts: records are small, files are files. */
 export const MAX_RECORD_BYTES = 1 << 20;
 
-export interface StoredItem {
-  /** `contacts/<id>`, `files/<relative path>`, `appdata/<app>/<relative path>`. */
-  readonly path: string;
-  readonly kind: ItemKind;
-  /** Plaintext bytes. */
-  readonly size: number;
-  /** ISO 8601. */
-  readonly modifiedAt: string;
-  readonly contentType?: string;
-  /** The plaintext, streamed. */
-  open(): AsyncIterable<Uint8Array>;
-}
-
-export interface StagingWriter {
-  /** Writes one item (streamed) into the staging area. */
-  write(path: string, data: AsyncIterable<Uint8Array>, meta?: { modifiedAt?: string }): Promise<void>;
-  /** Replaces the stores with the staged state in one step. */
-  commit(): Promise<void>;
-  /** Drops the staged state; the stores stay as they were. */
-  abort(): Promise<void>;
-}
-
-export interface DataStores {
-  /** Every item, sorted by path. */
-  list(): Promise<StoredItem[]>;
-  /**
-   * A staging writer over a copy of the current state. The stores named in `replace` start empty
-   * (a snapshot restore: what is not written is gone after commit); the others keep their items and
-   * the written ones overwrite them (single items).
-   */
-  stage(options?: { replace?: readonly ItemKind[] }): Promise<StagingWriter>;
-}
+export type { DataStores, StagingWriter, StoredItem } from "./data-store-types.ts";
 
 const RECORD_ID = /^[A-Za-z0-9._~-]{1,128}$/;
 

@@ -350,6 +350,7 @@ export function isDamage(e: unknown): e is HandsafeError {
       e.code === "backup.size_mismatch" ||
       e.code === "backup.name_invalid" ||
       e.code === "backup.blob_mismatch" ||
+      e.code === "backup.blob_damaged" ||
       e.code === "backup.blob_missing" ||
       e.code === "backup.not_a_recipient" ||
       e.code === "backup.item_path_invalid" ||

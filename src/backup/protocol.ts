@@ -1,3 +1,5 @@
+import { toBase64url } from "../core/codec/base64url.ts";
+import { sha256 } from "../core/crypto/hash.ts";
 import { randomToken } from "../core/crypto/random.ts";
 
 /**
@@ -39,6 +41,11 @@ export const BACKUP_ID = /^bk_[A-Za-z0-9_-]{22}$/;
 export const ITEM_ID = /^it_[A-Za-z0-9_-]{24}$/;
 /** `acct_` + base64url(SHA-256(account public key))[0..22] (§1). */
 export const ACCOUNT_ID = /^acct_[A-Za-z0-9_-]{22}$/;
+
+/** §1: `acct_` + base64url(SHA-256(account public key))[0..22] — the ACCOUNT_ID of a signing key. */
+export function accountIdOf(signingKey: Uint8Array): string {
+  return `acct_${toBase64url(sha256(signingKey)).slice(0, 22)}`;
+}
 export const BLOB_ID = /^bl_[A-Za-z0-9_-]{22}$/;
 export const UPLOAD_ID = /^up_[A-Za-z0-9_-]{22}$/;
 
@@ -119,12 +126,26 @@ export interface BackupEnvelope {
   deleted: string[];
 }
 
-/** §8. */
+/** §5 limits, enforced by the server (and known to the SDK). */
+/** A PATCH body, an upload chunk: at most 64 MiB. */
+export const MAX_PATCH_BYTES = 64 * 1024 * 1024;
+/** A blob: at most 64 GiB. */
+export const MAX_BLOB_BYTES = 64 * 1024 ** 3;
+/** An envelope: at most 16 MiB (the XML reader refuses more as xml.too_large). */
+export const MAX_ENVELOPE_BYTES = 16 * 1024 * 1024;
+/** Uploads not completed within this long are dropped by the sweep. */
+export const UPLOAD_TTL_MS = 7 * 86_400_000;
+
+/** §8: the codes of the server's answers and of the SDK's refusals. */
 export const BACKUP_ERRORS = {
   notFound: "backup.not_found",
   envelopeInvalid: "backup.envelope_invalid",
   signatureInvalid: "backup.signature_invalid",
   blobMissing: "backup.blob_missing",
+  /** The blob store holds other bytes than the blob's row (size or SHA-256): the storage is damaged. */
+  blobDamaged: "backup.blob_damaged",
+  /** The client read other bytes than the envelope lists for a blob (short, long, another hash). */
+  blobMismatch: "backup.blob_mismatch",
   offsetMismatch: "backup.offset_mismatch",
   uploadMismatch: "backup.upload_mismatch",
   quotaExceeded: "backup.quota_exceeded",
@@ -132,6 +153,12 @@ export const BACKUP_ERRORS = {
   notARecipient: "backup.not_a_recipient",
   exists: "backup.exists",
   handleTaken: "backup.handle_taken",
+  directoryInvalid: "backup.directory_invalid",
+  ownerRequired: "backup.owner_required",
+  shareInvalid: "backup.share_invalid",
+  invalidOptions: "backup.invalid_options",
+  /** The SDK refuses a backup whose envelope would pass MAX_ENVELOPE_BYTES, before uploading anything. */
+  envelopeTooLarge: "backup.envelope_too_large",
 } as const;
 
 export type BackupErrorCode = (typeof BACKUP_ERRORS)[keyof typeof BACKUP_ERRORS];

@@ -13,11 +13,8 @@
  * instead of handsets. Every refusal is a 401 `signature.*` and is audited as backup.request.
  */
 import type { FastifyRequest } from "fastify";
-import { toBase64url } from "../core/codec/base64url.ts";
-import { sha256 } from "../core/crypto/hash.ts";
 import { HandsafeError } from "../core/errors.ts";
 import {
-  defineSignatureProfile,
   ed25519VerificationKey,
   nonceRetentionUntil,
   type ParsedSignature,
@@ -29,48 +26,11 @@ import type { Platform } from "../platform/context.ts";
 import { createBodyCapture, signedRequestView } from "../platform/http/signed-request.ts";
 import type { ReplayGuard } from "../platform/replay.ts";
 import { ACCOUNT_ID } from "./protocol.ts";
+import { REQUEST_SIGNATURE, UPLOAD_SIGNATURE } from "./signatures.ts";
 import * as store from "./store.ts";
 
-/** The `tag`s of the two profiles: a signature made for one never passes as the other. */
-export const SIGNATURE_TAGS = {
-  request: "handsafe/v1/backup",
-  upload: "handsafe/v1/backup/upload",
-} as const;
-
-/**
- * Every backup request but an upload PATCH: Ed25519 under the account key, keyid = account id,
- * covering @method, @target-uri and, with a body, content-digest; created within ±300 s and a
- * 16-byte nonce the server refuses to see twice.
- */
-export const REQUEST_SIGNATURE = defineSignatureProfile({
-  label: "hs",
-  alg: "ed25519",
-  tag: SIGNATURE_TAGS.request,
-  requiredComponents: ["@method", "@target-uri"],
-  windowSeconds: 300,
-  nonceBytes: 16,
-});
-
-/**
- * An upload PATCH: @method, @target-uri (the upload's URI), upload-offset and content-length. The
- * body is not digested — a chunk of up to 64 MiB streams to the blob store unbuffered — so what
- * binds the bytes is the size and SHA-256 the signed `POST /v1/backup/uploads` declared, checked at
- * completion (backup.upload_mismatch). A replayed PATCH is refused by its nonce; one whose
- * offset is no longer the upload's length by backup.offset_mismatch.
- */
-export const UPLOAD_SIGNATURE = defineSignatureProfile({
-  label: "hs",
-  alg: "ed25519",
-  tag: SIGNATURE_TAGS.upload,
-  requiredComponents: ["@method", "@target-uri", "upload-offset", "content-length"],
-  windowSeconds: 300,
-  nonceBytes: 16,
-});
-
-/** §1: `acct_` + base64url(SHA-256(account public key))[0..22]. */
-export function accountIdOf(signingKey: Uint8Array): string {
-  return `acct_${toBase64url(sha256(signingKey)).slice(0, 22)}`;
-}
+export { accountIdOf } from "./protocol.ts";
+export { REQUEST_SIGNATURE, SIGNATURE_TAGS, UPLOAD_SIGNATURE } from "./signatures.ts";
 
 /** Largest JSON body kept for the digest check (account and upload requests are tiny). */
 export const MAX_SIGNED_JSON_BYTES = 16 * 1024;

@@ -1,64 +1,42 @@
 /**
  * The backup service (docs/protocols/backup.md §5): public storage that cannot read what it keeps.
  * Accounts are public keys (an Ed25519 signing key, an age recipient); blobs arrive by resumable
- * upload into the platform's blob store and are published once their declared size and SHA-256
- * hold; an envelope (the owner's signed SyncML XML) is listed in one transaction with its blob
- * references, shares and quota; deleting it drops the blobs no envelope references any more.
+ * upload (uploads.ts) into the platform's blob store and are published once their declared size and
+ * SHA-256 hold; an envelope (the owner's signed SyncML XML) is listed in one transaction with its
+ * blob references, shares and quota; deleting it drops the blobs no envelope references any more.
  *
  * Another account's backup, blob or upload answers exactly as a missing one (backup.not_found),
  * and the attempt is audited. Routes (routes.ts) only parse, authorise and call this.
  */
 import { fromBase64url, toBase64url } from "../core/codec/base64url.ts";
-import { fromHex, toHex } from "../core/codec/bytes.ts";
+import { toHex } from "../core/codec/bytes.ts";
 import { verify as verifyEd25519 } from "../core/crypto/ed25519.ts";
-import { HandsafeError, isHandsafeError } from "../core/errors.ts";
-import type { BlobStore } from "../platform/blobs/types.ts";
-import type { AuditEntry, Platform } from "../platform/context.ts";
+import { HandsafeError } from "../core/errors.ts";
+import { type BlobDownload, blobDamage, exactly, parseRange } from "./blob-download.ts";
 import { envelopeSigningInput, parseEnvelope } from "./envelope.ts";
-import { BLOB_ID, backupUri, blobIdOfUri, blobUri, newBlobId, newUploadId, UPLOAD_ID } from "./protocol.ts";
+import { ACCOUNT_ID, BLOB_ID, backupUri, blobIdOfUri } from "./protocol.ts";
+import {
+  blobDamaged,
+  blobKey,
+  blobMissing,
+  envelopeInvalid,
+  notFound,
+  quotaExceeded,
+  signatureInvalid,
+} from "./server-errors.ts";
 import * as store from "./store.ts";
+import { BackupUploads } from "./uploads.ts";
 
-/** A PATCH body, an upload chunk: at most 64 MiB (§5 limits). */
-export const MAX_PATCH_BYTES = 64 * 1024 * 1024;
-/** A blob: at most 64 GiB (§5 limits). */
-export const MAX_BLOB_BYTES = 64 * 1024 ** 3;
-/** An envelope: at most 16 MiB (§5 limits; the XML reader refuses more as xml.too_large). */
-export const MAX_ENVELOPE_BYTES = 16 * 1024 * 1024;
-/** Uploads not completed within this long are dropped by the sweep. */
-export const UPLOAD_TTL_MS = 7 * 86_400_000;
-const SWEEP_BATCH = 100;
+export { type BlobDownload, parseRange } from "./blob-download.ts";
+export {
+  MAX_BLOB_BYTES,
+  MAX_ENVELOPE_BYTES,
+  MAX_PATCH_BYTES,
+  UPLOAD_TTL_MS,
+} from "./protocol.ts";
+export { type BackupDeps, notFound, uploadUri } from "./server-errors.ts";
+
 const ED25519_SIGNATURE_BYTES = 64;
-
-/** Blob-store key of a published blob; upload ids are the store's upload ids. */
-const blobKey = (id: string) => `backup/blobs/${id}`;
-export const uploadUri = (id: string) => `/v1/backup/uploads/${id}`;
-
-// --- errors ----------------------------------------------------------------------------------------
-
-/** One answer for missing and for another account's: the message never says which. */
-export function notFound(): HandsafeError {
-  return new HandsafeError("backup.not_found", "no such backup, blob or upload", { status: 404 });
-}
-
-const quotaExceeded = (quota: number) =>
-  new HandsafeError("backup.quota_exceeded", `this account's storage quota (${quota} bytes) is used up`, {
-    status: 413,
-  });
-
-const uploadMismatch = (message: string, details?: Record<string, unknown>) =>
-  new HandsafeError("backup.upload_mismatch", message, { status: 422, ...(details ? { details } : {}) });
-
-const envelopeInvalid = (message: string) =>
-  new HandsafeError("backup.envelope_invalid", message, { status: 400 });
-
-const signatureInvalid = (message: string) =>
-  new HandsafeError("backup.signature_invalid", message, { status: 400 });
-
-const blobMissing = (uri: string) =>
-  new HandsafeError("backup.blob_missing", `no complete blob of this account at ${uri}`, {
-    status: 422,
-    details: { uri },
-  });
 
 // --- views -----------------------------------------------------------------------------------------
 
@@ -84,14 +62,6 @@ export interface SharedSummary extends BackupSummary {
   sharedAt: number;
 }
 
-export interface BlobDownload {
-  size: number;
-  sha256: string;
-  /** Inclusive byte range served, when the request asked for one that fits. */
-  range: { start: number; end: number } | undefined;
-  body: AsyncIterable<Uint8Array>;
-}
-
 const accountView = (a: store.AccountRow): AccountView => ({
   accountId: a.id,
   signingKey: toBase64url(a.signingKey),
@@ -109,74 +79,7 @@ const summaryOf = (e: store.EnvelopeSummary): BackupSummary => ({
   bytes: e.bytes,
 });
 
-/**
- * RFC 9110 §14.2: one `bytes=` range (first-last, first-, -suffix). Anything else is ignored (the
- * whole blob); a range that starts past the end is unsatisfiable.
- */
-export function parseRange(
-  header: string | undefined,
-  size: number,
-): { start: number; end: number } | "unsatisfiable" | undefined {
-  if (header === undefined) return undefined;
-  const m = /^bytes=(\d{0,16})-(\d{0,16})$/.exec(header.trim());
-  if (!m || (m[1] === "" && m[2] === "")) return undefined;
-  if (m[1] === "") {
-    const suffix = Number(m[2]);
-    if (suffix === 0 || size === 0) return "unsatisfiable";
-    return { start: Math.max(0, size - suffix), end: size - 1 };
-  }
-  const start = Number(m[1]);
-  const end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
-  if (m[2] !== "" && Number(m[2]) < start) return undefined;
-  if (start >= size) return "unsatisfiable";
-  return { start, end };
-}
-
-export interface BackupDeps {
-  blobs: BlobStore;
-  /** Bytes an account may store (HANDSAFE_BACKUP_QUOTA_BYTES). */
-  quotaBytes: number;
-}
-
-export class BackupService {
-  readonly db: store.Db;
-  readonly blobs: BlobStore;
-  readonly quota: number;
-
-  constructor(
-    readonly platform: Platform,
-    deps: BackupDeps,
-  ) {
-    this.db = platform.db as store.Db;
-    this.blobs = deps.blobs;
-    this.quota = deps.quotaBytes;
-  }
-
-  now(): number {
-    return this.platform.clock();
-  }
-
-  /** Audits the refusal, then throws it. */
-  async refuse(error: HandsafeError, entry: Omit<AuditEntry, "outcome">): Promise<never> {
-    await this.platform.audit({ ...entry, outcome: "deny", details: { code: error.code, ...entry.details } });
-    throw error;
-  }
-
-  /** Runs `work`; a HandsafeError it throws is audited as a refusal of `entry`, then rethrown. */
-  private async audited<T>(entry: Omit<AuditEntry, "outcome">, work: () => Promise<T>): Promise<T> {
-    try {
-      return await work();
-    } catch (e) {
-      if (isHandsafeError(e) && e.status < 500) return this.refuse(e, entry);
-      throw e;
-    }
-  }
-
-  /** Someone else's (or nothing): the same 404, audited with whether it exists. */
-  private async notYours(actor: string, action: string, subject: string, exists: boolean): Promise<never> {
-    return this.refuse(notFound(), { actor, action, subject, details: { exists } });
-  }
-
+export class BackupService extends BackupUploads {
   // --- accounts -------------------------------------------------------------------------------------
 
   /**
@@ -243,182 +146,25 @@ export class BackupService {
     return { ...accountView(a), handle };
   }
 
-  // --- uploads --------------------------------------------------------------------------------------
-
-  /** Starts a resumable upload of `size` bytes whose SHA-256 will be `sha256` (hex). */
-  async beginUpload(
-    account: store.AccountRow,
-    input: { size: number; sha256: string },
-  ): Promise<{ uploadId: string; uri: string }> {
-    const actor = `account:${account.id}`;
-    return this.audited({ actor, action: "backup.upload_started" }, async () => {
-      if (!Number.isSafeInteger(input.size) || input.size < 0 || input.size > MAX_BLOB_BYTES)
-        throw new HandsafeError("request.invalid", `size is a whole number of bytes ≤ ${MAX_BLOB_BYTES}`, {
-          status: 400,
-        });
-      if (!/^[0-9a-f]{64}$/.test(input.sha256))
-        throw new HandsafeError("request.invalid", "sha256 is 64 lower-case hex digits", { status: 400 });
-      // The declared bytes of open uploads count too: no one holds the disk with unfinished uploads.
-      const fresh = await store.findAccount(this.db, account.id);
-      const pending = await store.openUploadBytes(this.db, account.id);
-      if ((fresh?.bytesUsed ?? 0) + pending + input.size > this.quota) throw quotaExceeded(this.quota);
-      const id = newUploadId();
-      await this.blobs.uploads.begin(id);
-      await store.insertUpload(this.db, {
-        id,
-        accountId: account.id,
-        size: input.size,
-        sha256: fromHex(input.sha256),
-        createdAt: this.now(),
-        state: "open",
-        blobId: null,
+  /** The same public record by account id, for a user without a handle (handle then null). */
+  async directoryByAccount(accountId: string, asker: store.AccountRow): Promise<AccountView> {
+    const a = ACCOUNT_ID.test(accountId) ? await store.findAccount(this.db, accountId) : undefined;
+    if (!a)
+      return this.refuse(notFound(), {
+        actor: `account:${asker.id}`,
+        action: "backup.directory_lookup",
+        details: { account: accountId },
       });
-      await this.platform.audit({
-        actor,
-        action: "backup.upload_started",
-        subject: `upload:${id}`,
-        outcome: "allow",
-        details: { size: input.size },
-      });
-      return { uploadId: id, uri: uploadUri(id) };
-    });
-  }
-
-  private async ownUpload(account: store.AccountRow, id: string, action: string): Promise<store.UploadRow> {
-    const u = UPLOAD_ID.test(id) ? await store.findUpload(this.db, id) : undefined;
-    if (!u || u.accountId !== account.id || u.state === "expired" || u.state === "failed")
-      return this.notYours(`account:${account.id}`, action, `upload:${id}`, u !== undefined);
-    return u;
-  }
-
-  /** Bytes stored so far (a completed upload: all of them) and the declared size. */
-  async uploadOffset(account: store.AccountRow, id: string): Promise<{ offset: number; size: number }> {
-    const u = await this.ownUpload(account, id, "backup.upload_offset");
-    if (u.state === "complete") return { offset: u.size, size: u.size };
-    const offset = await this.blobs.uploads.length(id);
-    if (offset === undefined)
-      return this.notYours(`account:${account.id}`, "backup.upload_offset", `upload:${id}`, true);
-    return { offset, size: u.size };
-  }
-
-  /**
-   * Appends one PATCH body at `offset` (it must be the stored length: backup.offset_mismatch 409
-   * with the right one otherwise) without reading it whole. A body cut off midway keeps what the
-   * blob store safely stored; HEAD tells the client where to go on.
-   */
-  async appendUpload(
-    account: store.AccountRow,
-    id: string,
-    offset: number,
-    length: number,
-    body: AsyncIterable<Uint8Array> | Uint8Array,
-  ): Promise<number> {
-    const actor = `account:${account.id}`;
-    const u = await this.ownUpload(account, id, "backup.upload_append");
-    if (u.state !== "open")
-      return this.refuse(
-        new HandsafeError("backup.offset_mismatch", "this upload is being completed or is complete", {
-          status: 409,
-          details: { offset: u.size },
-        }),
-        { actor, action: "backup.upload_append", subject: `upload:${id}` },
-      );
-    if (offset + length > u.size)
-      return this.refuse(uploadMismatch(`the upload was declared as ${u.size} bytes`, { size: u.size }), {
-        actor,
-        action: "backup.upload_append",
-        subject: `upload:${id}`,
-      });
-    try {
-      return await this.blobs.uploads.append(id, offset, body);
-    } catch (e) {
-      if (isHandsafeError(e, "blob.offset_mismatch")) {
-        const right = Number(e.details?.["length"] ?? 0);
-        throw new HandsafeError("backup.offset_mismatch", `the upload holds ${right} bytes`, {
-          status: 409,
-          details: { offset: right },
-        });
-      }
-      if (isHandsafeError(e, "blob.upload_not_found")) throw notFound();
-      if (isHandsafeError(e)) throw e;
-      // The client went away mid-body: what was stored stays, HEAD says how much.
-      throw new HandsafeError("request.aborted", "the upload body ended early", { status: 400, cause: e });
-    }
-  }
-
-  /**
-   * Publishes the upload as a blob once its size and SHA-256 are the declared ones (otherwise
-   * backup.upload_mismatch, and the upload is spent) and the quota takes it. Completing twice
-   * answers the same blob.
-   */
-  async completeUpload(
-    account: store.AccountRow,
-    id: string,
-  ): Promise<{ uri: string; size: number; sha256: string }> {
-    const actor = `account:${account.id}`;
-    const action = "backup.upload_completed";
-    const subject = `upload:${id}`;
-    const u = await this.ownUpload(account, id, action);
-    const done = (blobId: string) => ({ uri: blobUri(blobId), size: u.size, sha256: toHex(u.sha256) });
-    if (u.state === "complete" && u.blobId !== null) return done(u.blobId);
-    if (!(await store.transitionUpload(this.db, id, "open", "completing"))) {
-      const now = await store.findUpload(this.db, id);
-      if (now?.state === "complete" && now.blobId !== null) return done(now.blobId);
-      return this.notYours(actor, action, subject, now !== undefined);
-    }
-    const length = await this.blobs.uploads.length(id);
-    if (length !== u.size) {
-      await store.transitionUpload(this.db, id, "completing", "open");
-      return this.refuse(
-        uploadMismatch(`the upload holds ${length ?? 0} of its ${u.size} bytes`, {
-          offset: length ?? 0,
-          size: u.size,
-        }),
-        { actor, action, subject },
-      );
-    }
-    const blobId = newBlobId();
-    const key = blobKey(blobId);
-    let info: Awaited<ReturnType<BlobStore["uploads"]["complete"]>>;
-    try {
-      info = await this.blobs.uploads.complete(id, key);
-    } catch (e) {
-      // The store lost the upload (or failed to publish it): it is spent, never stuck half-way.
-      await store.transitionUpload(this.db, id, "completing", "failed");
-      if (isHandsafeError(e, "blob.upload_not_found")) return this.notYours(actor, action, subject, true);
-      throw e;
-    }
-    const spent = async (error: HandsafeError): Promise<never> => {
-      await this.blobs.delete(key);
-      await store.transitionUpload(this.db, id, "completing", "failed");
-      return this.refuse(error, { actor, action, subject });
-    };
-    if (info.size !== u.size || info.sha256 !== toHex(u.sha256))
-      return spent(uploadMismatch("the uploaded bytes do not have the declared SHA-256; start again"));
-    const took = await this.db.transaction().execute(async (trx) => {
-      if (!(await store.takeQuota(trx, account.id, u.size, this.quota))) return false;
-      await store.insertBlob(trx, {
-        id: blobId,
-        accountId: account.id,
-        size: u.size,
-        sha256: u.sha256,
-        createdAt: this.now(),
-        refs: 0,
-      });
-      await store.transitionUpload(trx, id, "completing", "complete", blobId);
-      await this.platform.audit(
-        { actor, action, subject: `blob:${blobId}`, outcome: "allow", details: { upload: id, size: u.size } },
-        trx,
-      );
-      return true;
-    });
-    if (!took) return spent(quotaExceeded(this.quota));
-    return done(blobId);
+    return accountView(a);
   }
 
   // --- blobs ----------------------------------------------------------------------------------------
 
-  /** The blob's bytes (or a range), to its owner or an account a live share of it names. */
+  /**
+   * The blob's bytes (or a range), to its owner or an account a live share of it names — once the
+   * blob store's header agrees with the row on size and SHA-256 (else 500 backup.blob_damaged,
+   * audited), so the Content-Length announced is the length served.
+   */
   async openBlob(account: store.AccountRow, id: string, range: string | undefined): Promise<BlobDownload> {
     const b = BLOB_ID.test(id) ? await store.findBlob(this.db, id) : undefined;
     const allowed =
@@ -431,11 +177,21 @@ export class BackupService {
         status: 416,
         details: { size: b.size },
       });
+    const sha256 = toHex(b.sha256);
+    const damage = await blobDamage(this.blobs, blobKey(id), { size: b.size, sha256 });
+    if (damage !== undefined)
+      return this.refuse(blobDamaged(id), {
+        actor: `account:${account.id}`,
+        action: "backup.blob_read",
+        subject: `blob:${id}`,
+        details: { damage },
+      });
+    const length = r === undefined ? b.size : r.end - r.start + 1;
     return {
       size: b.size,
-      sha256: toHex(b.sha256),
+      sha256,
       range: r,
-      body: this.blobs.get(blobKey(id), r),
+      body: exactly(this.blobs.get(blobKey(id), r), length, id),
     };
   }
 
@@ -621,31 +377,6 @@ export class BackupService {
     if (!(await store.revokeShare(this.db, backupId, accountId, this.now())))
       return this.refuse(notFound(), { actor, action, subject, details: { account: accountId } });
     await this.platform.audit({ actor, action, subject, outcome: "allow", details: { account: accountId } });
-  }
-
-  // --- housekeeping ---------------------------------------------------------------------------------
-
-  /** Drops uploads not completed within UPLOAD_TTL_MS (their bytes too); returns how many. */
-  async sweepStaleUploads(): Promise<number> {
-    const before = this.now() - UPLOAD_TTL_MS;
-    let dropped = 0;
-    for (;;) {
-      const stale = await store.staleUploads(this.db, before, SWEEP_BATCH);
-      for (const u of stale)
-        if (await store.transitionUpload(this.db, u.id, "open", "expired")) {
-          await this.blobs.uploads.abort(u.id);
-          dropped++;
-        }
-      if (stale.length < SWEEP_BATCH) break;
-    }
-    if (dropped > 0)
-      await this.platform.audit({
-        actor: "system",
-        action: "backup.uploads_expired",
-        outcome: "info",
-        details: { count: dropped },
-      });
-    return dropped;
   }
 }
 

@@ -21,11 +21,14 @@ import type { HttpClient } from "../handset/http-client.ts";
 import { MemoryKeystore } from "../handset/keystore.ts";
 import { loadConfig } from "../platform/config.ts";
 import { type RunningServer, startServer } from "../platform/server.ts";
+import { sweepTrustzone } from "../trustzone/sweeper.ts";
 import { adminClient, pinnedClient, resolveAdminToken, resolveServer } from "./connect.ts";
+import { runBackupDemo } from "./demo-backup.ts";
 import { runMessagingDemo } from "./demo-messaging.ts";
+import { runTrustzoneDemo } from "./demo-trustzone.ts";
 import { runUpdatesDemo } from "./demo-updates.ts";
 
-const PARTS = ["activation", "updates", "messaging"] as const;
+const PARTS = ["activation", "updates", "messaging", "trustzone", "backup"] as const;
 
 function demoParts(only: string | undefined): readonly string[] {
   if (only === undefined) return PARTS;
@@ -91,6 +94,17 @@ export async function runDemo(options: DemoOptions): Promise<void> {
         "\nSecure messaging: a number with no handset, registration by both variants, HPKE to each handset",
       );
       await runMessagingDemo(admin, server);
+    }
+    if (parts.includes("backup")) {
+      say("\nSecure backup: age-encrypted items, a signed SyncML envelope, restore on a new handset, sharing");
+      await runBackupDemo(server);
+    }
+    if (parts.includes("trustzone")) {
+      say(
+        "\nTrust-zone containers: a carrier, two service managers, sub-keys, limits, a refurbished handset",
+      );
+      const tz = embedded?.trustzone.service;
+      await runTrustzoneDemo(admin, server, tz ? { sweep: () => sweepTrustzone(tz) } : {});
     }
     say("\nDone.");
   } finally {

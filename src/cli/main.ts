@@ -5,6 +5,7 @@
 import { Command } from "commander";
 import { isHandsafeError } from "../core/errors.ts";
 import { registerAdminCommands } from "./admin.ts";
+import { registerBackupCommands } from "./backup.ts";
 import { registerCampaignCommands } from "./campaigns.ts";
 import { runDemo } from "./demo.ts";
 import { registerDeviceCommands } from "./device.ts";
@@ -12,6 +13,7 @@ import { registerDeviceAdminCommands } from "./devices.ts";
 import { registerHandsetCommands } from "./handset.ts";
 import { registerMessagingCommands } from "./messaging.ts";
 import { runServer } from "./server.ts";
+import { registerTsmCommands } from "./tsm.ts";
 import { registerUpdateCommands } from "./updates.ts";
 
 const program = new Command();
@@ -55,6 +57,8 @@ registerCampaignCommands(program);
 registerDeviceAdminCommands(program);
 registerDeviceCommands(program);
 registerMessagingCommands(program);
+registerTsmCommands(program);
+registerBackupCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -3,7 +3,10 @@
  * (or locked) containers whose `notAfter` passed are reclaimed — freed in the inventory, a `reclaim`
  * signal queued for the zone (which wipes them), the manager told (webhook when it has one; always
  * audited). reclaim() frees each container by compare-and-set, so with N nodes each is reclaimed once.
+ * The same pass purges the relay (relay.ts purgeRelay): answers no one fetched and commands no zone
+ * pulled within RELAY_RESULT_RETENTION_MS.
  */
+import { purgeRelay } from "./relay.ts";
 import type { TrustzoneService } from "./server.ts";
 import * as store from "./store.ts";
 
@@ -13,10 +16,14 @@ const BATCH = 200;
 export interface SweepReport {
   reclaimed: number;
   zones: number;
+  /** Answered relay rows deleted unfetched after the retention. */
+  relayPurged: number;
+  /** Queued relay commands failed (tsm.relay_expired) after the retention. */
+  relayExpired: number;
 }
 
 export async function sweepTrustzone(service: TrustzoneService): Promise<SweepReport> {
-  const report: SweepReport = { reclaimed: 0, zones: 0 };
+  const report: SweepReport = { reclaimed: 0, zones: 0, relayPurged: 0, relayExpired: 0 };
   const now = service.now();
   const lapsed = await store.lapsedContainers(service.db, now, BATCH);
   const byZone = new Map<string, number[]>();
@@ -28,6 +35,9 @@ export async function sweepTrustzone(service: TrustzoneService): Promise<SweepRe
     report.reclaimed += freed.length;
     if (freed.length > 0) report.zones++;
   }
+  const relay = await purgeRelay(service);
+  report.relayPurged = relay.deleted;
+  report.relayExpired = relay.expired;
   return report;
 }
 

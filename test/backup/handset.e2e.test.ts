@@ -3,8 +3,8 @@
  * stores back up to a real HTTPS server, restore on a new handset that imported the identity card,
  * share with a second user, and refuse every damaged backup without writing a byte.
  */
-import { randomBytes } from "node:crypto";
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -112,6 +112,7 @@ const pgOk = await postgresAvailable();
 describe.each(databaseKinds)("secure backup end to end on %s", (kind) => {
   describe.skipIf(kind === "postgres" && !pgOk)("a handset backs up, restores and shares", () => {
     let srv: TestServer;
+    let blobDir: string;
     const dirs: string[] = [];
     const phones: Phone[] = [];
     const tmp = () => {
@@ -156,7 +157,8 @@ describe.each(databaseKinds)("secure backup end to end on %s", (kind) => {
     const notTmp = (rel: string) => rel.startsWith("files/tmp");
 
     beforeAll(async () => {
-      srv = await startTestServer(kind);
+      blobDir = tmp();
+      srv = await startTestServer(kind, { HANDSAFE_BLOB_DIR: blobDir });
       alice = await phone();
       const s = alice.stores;
       await s.putRecord("contacts", "alice", { name: "Alice", tel: "+41790000001" });
@@ -333,6 +335,60 @@ describe.each(databaseKinds)("secure backup end to end on %s", (kind) => {
       });
     });
 
+    describe("sharing with a user who has no handle (§5 directory by account id)", () => {
+      it("shares with an account id; the share restores knowing only the owner's account id", async () => {
+        const dave = await phone();
+        await dave.client.register();
+        const entry = await alice.client.lookupAccount(dave.identity.accountId);
+        expect(entry).toMatchObject({ handle: null, accountId: dave.identity.accountId });
+        const result = await alice.client.share({
+          backupId: second,
+          with: [dave.identity.accountId],
+          items: [{ item: "files/photos/a.jpg" }],
+        });
+        expect(result).toMatchObject({ sharedWith: [dave.identity.accountId], items: 1 });
+        // Without an owner the handset does not take the server's word for whose key to check.
+        await expectCode(
+          dave.client.restore({ backupId: result.backupId, into: dave.stores }),
+          "backup.owner_required",
+        );
+        const restored = await dave.client.restore({
+          backupId: result.backupId,
+          owner: alice.identity.accountId,
+          into: dave.stores,
+        });
+        expect(restored.items.map((i) => i.path)).toEqual(["files/photos/a.jpg"]);
+        expect(restored.owner).toBe(alice.identity.accountId);
+        await alice.client.revokeShare(result.backupId, dave.identity.accountId);
+      });
+
+      it("an unknown account id is backup.not_found; a malformed one is refused before any request", async () => {
+        const unknown = `acct_${"A".repeat(22)}`;
+        await expectCode(alice.client.lookupAccount(unknown), "backup.not_found");
+        await expectCode(alice.client.share({ backupId: second, with: [unknown] }), "backup.not_found");
+        await expectCode(alice.client.lookupAccount("acct_short"), "backup.invalid_options");
+      });
+
+      it("a directory that answers with another user's keys for an id is caught", async () => {
+        const carolish = await phone();
+        await carolish.client.register();
+        const target = carolish.identity.accountId;
+        alice.transport.tamper = (req, res) => {
+          if (!req.url.includes(`/v1/backup/directory?account=${target}`)) return res;
+          const body = JSON.parse(new TextDecoder().decode(res.body)) as Record<string, unknown>;
+          // bob's real keys (a self-consistent record), under the id asked for.
+          body["signingKey"] = Buffer.from(bob.identity.accountPublicKey).toString("base64url");
+          body["accountId"] = bob.identity.accountId;
+          return { ...res, body: new TextEncoder().encode(JSON.stringify(body)) };
+        };
+        try {
+          await expectCode(alice.client.lookupAccount(target), "backup.directory_invalid");
+        } finally {
+          alice.transport.tamper = undefined;
+        }
+      });
+    });
+
     describe("an attacker with write access to the storage", () => {
       let target: FolderDataStores;
       let targetRoot: string;
@@ -347,8 +403,8 @@ describe.each(databaseKinds)("secure backup end to end on %s", (kind) => {
       let reader: BackupClient;
 
       beforeAll(async () => {
-        // A short silence timeout: a blob cut short under its announced Content-Length stalls the socket.
-        const transport = new Instrumented(createNodeTransport({ pin: srv.server.pin, timeoutMs: 2_000 }));
+        // The default transport timeout: a damaged blob must fail at once, not by waiting the socket out.
+        const transport = new Instrumented(createNodeTransport({ pin: srv.server.pin }));
         phones.push({ ...restored, transport });
         reader = clientFor(restored.identity, transport);
         targetRoot = join(tmp(), "data");
@@ -361,37 +417,71 @@ describe.each(databaseKinds)("secure backup end to end on %s", (kind) => {
         original = await collectBytes(srv.server.backup.blobs.get(keyOf(bigItem)));
       });
 
-      async function damagedRestore(bytes: Uint8Array, code?: string) {
+      /** Restores `second` with the big blob's stored bytes replaced by `write`: one damaged item. */
+      async function damagedRestore(write: () => Promise<void>, code: string) {
         const before = tree(targetRoot);
-        await srv.server.backup.blobs.put(keyOf(bigItem), bytes);
+        await write();
         try {
+          const started = performance.now();
           const e = await expectCode(
             reader.restore({ backupId: second, into: target }),
             "backup.restore_damaged",
           );
+          // Fails at once: never by waiting out a body shorter than its Content-Length.
+          expect(performance.now() - started).toBeLessThan(5_000);
           const items = e.details?.["items"] as Array<{ id: string; path?: string; code: string }>;
           expect(items).toHaveLength(1);
           expect(items[0]).toMatchObject({ id: bigItem.id, path: "files/video/big.bin" });
-          if (code) expect(items[0]!.code).toBe(code);
+          expect(items[0]!.code).toBe(code);
           expect(tree(targetRoot)).toEqual(before);
           expect(readdirSync(join(targetRoot, "..")).filter((n) => n !== "data")).toEqual([]);
         } finally {
           await srv.server.backup.blobs.put(keyOf(bigItem), original);
         }
       }
+      const storeBytes = (bytes: Uint8Array) => () =>
+        srv.server.backup.blobs.put(keyOf(bigItem), bytes).then(() => {});
+      /**
+       * The blob file written by hand in the filesystem store's format ("HSBLOB01", size, SHA-256,
+       * bytes) with a header that claims the original size and hash: the server's check passes, so
+       * only the client's checks stand between these bytes and the user.
+       */
+      const forgeFile =
+        (bytes: Uint8Array, claimedSize = original.length) =>
+        async () => {
+          const header = Buffer.alloc(48);
+          header.write("HSBLOB01", 0, "ascii");
+          header.writeBigUInt64BE(BigInt(claimedSize), 8);
+          createHash("sha256").update(original).digest().copy(header, 16);
+          writeFileSync(join(blobDir, keyOf(bigItem)), Buffer.concat([header, bytes]));
+        };
 
-      it("flips one bit of a blob: restore_damaged, nothing written", async () => {
+      it("flips one bit of a blob: the server sees its hash is not the row's — blob_damaged", async () => {
         const flipped = original.slice();
         flipped[2 * 65_536 + 100]! ^= 0x04;
-        await damagedRestore(flipped, "age.payload_auth");
+        await damagedRestore(storeBytes(flipped), "backup.blob_damaged");
+      });
+
+      it("flips one bit under a forged header: the age tag catches it — payload_auth", async () => {
+        const flipped = original.slice();
+        flipped[2 * 65_536 + 100]! ^= 0x04;
+        await damagedRestore(forgeFile(flipped), "age.payload_auth");
       });
 
       it("swaps in another blob: restore_damaged, nothing written", async () => {
-        await damagedRestore(await collectBytes(srv.server.backup.blobs.get(keyOf(smallBlob))));
+        const other = await collectBytes(srv.server.backup.blobs.get(keyOf(smallBlob)));
+        await damagedRestore(storeBytes(other), "backup.blob_damaged");
       });
 
-      it("truncates a blob at a chunk boundary: restore_damaged, nothing written", async () => {
-        await damagedRestore(original.subarray(0, 16 + 20 * (65_536 + 16)), "backup.blob_mismatch");
+      it("truncates a blob at a chunk boundary: blob_damaged at once, nothing written", async () => {
+        await damagedRestore(
+          storeBytes(original.subarray(0, 16 + 20 * (65_536 + 16))),
+          "backup.blob_damaged",
+        );
+      });
+
+      it("cuts the blob file on disk under its header: blob_damaged at once, nothing written", async () => {
+        await damagedRestore(forgeFile(original.subarray(0, 16 + 20 * (65_536 + 16))), "backup.blob_damaged");
       });
 
       it("deletes a blob: the restore fails, nothing written", async () => {

@@ -92,6 +92,21 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
         expect([missing.status, missing.code]).toEqual([404, "backup.not_found"]);
       });
 
+      it("the directory by account id: the same record; unknown 404; malformed 400", async () => {
+        const byId = await bob.send("GET", `/v1/backup/directory?account=${alice.id}`);
+        expect(byId.status).toBe(200);
+        expect(byId.json()).toEqual({
+          handle: `alice-${kind}`,
+          accountId: alice.id,
+          recipient: alice.recipient,
+          signingKey: toBase64url(alice.signingKey),
+        });
+        const unknown = await bob.send("GET", `/v1/backup/directory?account=acct_${"A".repeat(22)}`);
+        expect([unknown.status, unknown.code]).toEqual([404, "backup.not_found"]);
+        const malformed = await bob.send("GET", "/v1/backup/directory?account=alice");
+        expect([malformed.status, malformed.code]).toEqual([400, "request.invalid"]);
+      });
+
       it("a handle already taken: backup.handle_taken", async () => {
         const mallory = await t.account({ register: false });
         const res = await mallory.send("POST", "/v1/backup/accounts", {

@@ -26,9 +26,10 @@ import {
   type RelayCommand,
   relayProof,
   sealPackage,
+  ZONE_REQUEST_SIGNATURE,
   type ZoneSignal,
 } from "../../src/trustzone/protocol.ts";
-import { type ProvisioningBundle, ZONE_REQUEST_SIGNATURE } from "../../src/trustzone/server.ts";
+import type { ProvisioningBundle } from "../../src/trustzone/server.ts";
 import { createTestDatabase, type DatabaseKind } from "../helpers/databases.ts";
 
 export interface Clock {

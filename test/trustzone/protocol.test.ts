@@ -1,5 +1,5 @@
 import { createHash, createHmac, hkdfSync } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { toBase64url } from "../../src/core/codec/base64url.ts";
 import { concatBytes, toHex, utf8 } from "../../src/core/codec/bytes.ts";
@@ -72,8 +72,32 @@ describe("labels", () => {
     const inSpec = new Set(spec.match(/handsafe\/v1\/trustzone\/[a-z-]+/g));
     const values = Object.values(LABELS) as string[];
     for (const label of inSpec) expect(values, label).toContain(label);
+    for (const label of values) expect(inSpec.has(label), label).toBe(true);
     expect(new Set(values).size).toBe(values.length);
-    expect(inSpec.size).toBeGreaterThanOrEqual(12);
+    expect(inSpec.size).toBeGreaterThanOrEqual(15);
+  });
+});
+
+describe("errors", () => {
+  it("every error code the trust-zone code throws is listed in the spec", () => {
+    const spec = readFileSync(new URL("../../docs/protocols/trustzone.md", import.meta.url), "utf8");
+    const dirs = [
+      new URL("../../src/trustzone/", import.meta.url),
+      new URL("../../src/handset/", import.meta.url),
+    ];
+    const codes = new Set<string>();
+    for (const dir of dirs)
+      for (const file of readdirSync(dir)) {
+        if (!file.endsWith(".ts") || (dir.pathname.endsWith("/handset/") && !file.startsWith("secure-zone")))
+          continue;
+        const code = readFileSync(new URL(file, dir), "utf8");
+        for (const m of code.matchAll(
+          /(?:HandsafeError|tsmError|zoneError|tokenError)\(\s*"([a-z]+\.[a-z_]+)"/g,
+        ))
+          codes.add(m[1]!);
+      }
+    expect(codes.size).toBeGreaterThan(25);
+    expect([...codes].filter((c) => !spec.includes(`\`${c}\``)).sort()).toEqual([]);
   });
 });
 

@@ -11,7 +11,13 @@ import { isHandsafeError } from "../../src/core/errors.ts";
 import { signJws } from "../../src/core/jws.ts";
 import { FolderKeystore } from "../../src/handset/folder-keystore.ts";
 import { type Keystore, MemoryKeystore } from "../../src/handset/keystore.ts";
-import { MAX_PACKAGE_BYTES, MAX_PACKAGES_PER_CONTAINER, SecureZone } from "../../src/handset/secure-zone.ts";
+import {
+  MAX_PACKAGE_BYTES,
+  MAX_PACKAGES_PER_CONTAINER,
+  MAX_SECURITY_EVENTS,
+  SecureZone,
+} from "../../src/handset/secure-zone.ts";
+import { SealedZoneStore } from "../../src/handset/secure-zone-store.ts";
 import {
   buildFreeingSignal,
   buildKeyedSignal,
@@ -262,7 +268,7 @@ describe("server placement: bind / renew / reclaim signals", () => {
     await expectCode(w.zone.applySignal(forged.signal, forged.mac), "zone.signal_invalid");
     await expectCode(w.zone.applySignal({ ...signal, seq: 2 }, mac), "zone.signal_invalid");
     expect(w.zone.masterView()[6]!.state).toBe("bound");
-    expect(w.zone.events().filter((e) => e.type === "signal_refused")).toHaveLength(4);
+    expect(w.zone.refusals().signal.count).toBe(4);
   });
 
   it("the server's bind after handset placement only confirms it (same token, same keys)", async () => {
@@ -525,4 +531,85 @@ describe("someone scanning the handset's storage", () => {
         }
     });
   }
+});
+
+describe("flooding the zone with junk to push lock events out of its log", () => {
+  it("refused signals and relayed commands are counted, not logged: the lock stays in the log", async () => {
+    const w = await world();
+    const a = await w.enrol(bank, "mgr_bank", [2], { maxAttempts: 1 });
+    await expectCode(w.zone.openContainer(2, randomBytes(32)), "zone.locked");
+    const flood = MAX_SECURITY_EVENTS + 200;
+    const forged = buildFreeingSignal({
+      type: "reclaim",
+      zak: randomBytes(32),
+      zoneId: ZONE,
+      epoch: 1,
+      seq: 1,
+      containers: [0],
+    });
+    const ck = deriveContainerKey(a.sk, 2);
+    for (let n = 0; n < flood; n++) {
+      await expectCode(
+        w.zone.applySignal({ ...forged.signal, seq: n + 1 }, forged.mac),
+        "zone.signal_invalid",
+      );
+      const junk: RelayCommand = {
+        op: "list",
+        zoneId: "another-zone",
+        epoch: 1,
+        container: 2,
+        id: `junk-${n}`,
+        created: w.clock.now,
+      };
+      await expectCode(w.zone.relay(junk, relayProof(ck, junk)), "zone.relay_invalid");
+    }
+    const events = w.zone.events();
+    expect(events.filter((e) => e.type === "locked" && e.container === 2)).toHaveLength(1);
+    expect(events.length).toBeLessThan(10);
+    expect(w.zone.refusals()).toMatchObject({
+      signal: { count: flood, lastAt: T0 },
+      relay: { count: flood, lastReason: "command is for another zone or epoch" },
+    });
+    // Both survive a restart (they are in the sealed state).
+    const reopened = await SecureZone.open(w.keystore, { now: () => w.clock.now });
+    expect(reopened.events().some((e) => e.type === "locked" && e.container === 2)).toBe(true);
+    expect(reopened.refusals().signal.count).toBe(flood);
+  });
+
+  it("wrong keys stay security events: bounded, since a container locks after its attempts", async () => {
+    const w = await world();
+    for (let i = 0; i < 4; i++) await expectCode(w.zone.masterOpenFree(i, randomBytes(32)), "zone.wrong_key");
+    const before = w.zone.events();
+    expect(before.map((e) => e.type)).toEqual([
+      "personalised",
+      "wrong_key",
+      "wrong_key",
+      "wrong_key",
+      "wrong_key",
+    ]);
+    expect(w.zone.events(before[2]!.seq)).toHaveLength(2);
+  });
+
+  it("a state sealed before the split (refusals as events) opens with them as counts", async () => {
+    const keystore = new MemoryKeystore();
+    const w = await world(keystore);
+    await w.zone
+      .openContainer(0, deriveFreeContainerKey(deriveUserKey(w.zmk, "alice", 1), 0))
+      .catch(() => {});
+    const { store, record } = await SealedZoneStore.open(keystore);
+    const legacy = { ...record!, refusals: undefined } as unknown as Record<string, unknown>;
+    legacy["events"] = [
+      ...record!.events,
+      { seq: 90, at: T0, type: "signal_refused", detail: "signal MAC does not verify" },
+      { seq: 91, at: T0 + 1, type: "relay_refused", detail: "command is stale" },
+      { seq: 92, at: T0 + 2, type: "signal_refused", detail: "signal replayed" },
+    ];
+    await store.save(legacy as unknown as typeof record & object);
+    const zone = await SecureZone.open(keystore, { now: () => w.clock.now });
+    expect(zone.events().map((e) => e.type)).toEqual(record!.events.map((e) => e.type));
+    expect(zone.refusals()).toEqual({
+      signal: { count: 2, lastAt: T0 + 2, lastReason: "signal replayed" },
+      relay: { count: 1, lastAt: T0 + 1, lastReason: "command is stale" },
+    });
+  });
 });

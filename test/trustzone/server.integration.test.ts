@@ -340,6 +340,12 @@ describe.each(databaseKinds)("trust-zone server on %s", (kind) => {
         {},
       );
       expect(reset.body).toMatchObject({ epoch: 2, state: "resetting" });
+      // A second order before the zone acknowledges changes nothing (the zone still holds epoch 1's ZRK).
+      const twice = await h.admin.post<{ epoch: number; state: string }>(
+        `/v1/admin/tsm/zones/${bundle.zoneId}/reset`,
+        {},
+      );
+      expect(twice.body).toMatchObject({ epoch: 2, state: "resetting" });
       // The zone acknowledges (with the keys it still has), then wipes itself.
       await driver.signed("POST", "/v1/tsm/zone/reports", { reset: { epoch: 2 } });
       await driver.zone.factoryReset();

@@ -35,6 +35,10 @@ export const AGE_ERRORS = {
   keyInvalid: "age.key_invalid",
   /** The ASCII armor (age v1 §ASCII armor) is not the strict PEM form. */
   armorInvalid: "age.armor_invalid",
+  /** An scrypt stanza beside any other stanza (age v1 §scrypt: "MUST be the only stanza"). */
+  scryptNotAlone: "age.scrypt_not_alone",
+  /** The header asks for an scrypt work factor above the identity's limit (a denial-of-service guard). */
+  scryptWorkFactorTooHigh: "age.scrypt_work_factor_too_high",
 } as const;
 
 export type AgeErrorCode = (typeof AGE_ERRORS)[keyof typeof AGE_ERRORS];

@@ -2,7 +2,7 @@ import { scrypt } from "@noble/hashes/scrypt.js";
 import { concatBytes, utf8 } from "../codec/bytes.ts";
 import { chachaOpen, chachaSeal } from "../crypto/aead.ts";
 import { randomBytes } from "../crypto/random.ts";
-import { HandsafeError, isHandsafeError } from "../errors.ts";
+import { isHandsafeError } from "../errors.ts";
 import { decodeBase64, encodeBase64 } from "./base64.ts";
 import { AGE_ERRORS, ageError } from "./errors.ts";
 import { type AgeIdentity, type AgeRecipient, FILE_KEY_LENGTH, type Stanza } from "./stanza.ts";
@@ -35,19 +35,13 @@ const ZERO_NONCE = new Uint8Array(12);
 const WORK_FACTOR = /^[1-9][0-9]*$/;
 
 /**
- * The scrypt-specific refusals. Their codes sit beside AGE_ERRORS (errors.ts) and are in the same
- * CCTV class, "header failure".
+ * The scrypt refusals, by their old names: the codes live in AGE_ERRORS (errors.ts) with every other
+ * age refusal (CCTV class "header failure").
  */
 export const SCRYPT_ERRORS = {
-  /** An scrypt stanza beside any other stanza (age v1 §scrypt: "MUST be the only stanza"). */
-  notAlone: "age.scrypt_not_alone",
-  /** The header asks for a work factor above the identity's limit (a denial-of-service guard). */
-  workFactorTooHigh: "age.scrypt_work_factor_too_high",
+  notAlone: AGE_ERRORS.scryptNotAlone,
+  workFactorTooHigh: AGE_ERRORS.scryptWorkFactorTooHigh,
 } as const;
-
-function scryptError(code: string, message: string): HandsafeError {
-  return new HandsafeError(code, message, { status: 422 });
-}
 
 function checkLogN(logN: number, what: string): void {
   if (!Number.isInteger(logN) || logN < 1 || logN > SCRYPT_LIMIT_LOG_N)
@@ -79,7 +73,7 @@ function wrapKey(passphrase: Uint8Array, salt: Uint8Array, logN: number): Uint8A
  */
 export function assertScryptAlone(stanzas: readonly Stanza[]): void {
   if (stanzas.length > 1 && stanzas.some((s) => s.args[0] === SCRYPT_STANZA_TYPE))
-    throw scryptError(SCRYPT_ERRORS.notAlone, "an scrypt stanza must be the only stanza in the header");
+    throw ageError(AGE_ERRORS.scryptNotAlone, "an scrypt stanza must be the only stanza in the header");
 }
 
 export class ScryptRecipient implements AgeRecipient {
@@ -135,8 +129,8 @@ export class ScryptIdentity implements AgeIdentity {
       );
     // Compared as a string length first, so a huge number never becomes an imprecise float.
     if (workFactor.length > 2 || Number(workFactor) > this.maxLogN)
-      throw scryptError(
-        SCRYPT_ERRORS.workFactorTooHigh,
+      throw ageError(
+        AGE_ERRORS.scryptWorkFactorTooHigh,
         `scrypt work factor ${workFactor.slice(0, 20)} is above the limit ${this.maxLogN}`,
       );
     // Checked before the (costly) scrypt and the decryption, against partitioning oracles.

@@ -1,0 +1,197 @@
+/**
+ * Secure backup throughput for one 1 GiB file, next to the reference `age` CLI (Debian's) doing the
+ * same cryptographic work on the same file to the same recipient in the same run:
+ *
+ * - backup: the client (in a child process, bench/backup-child.ts) reads the file, seals it as an age
+ *   file, uploads the payload in resumable PATCHes to the real HTTPS server (SQLite, filesystem blob
+ *   store, in a temporary folder), completes it and PUTs the signed envelope — vs `age -r age1… -o out`.
+ * - restore: the client fetches the envelope and the blob, checks the signature, the blob SHA-256,
+ *   every STREAM tag, the size and the HMAC, and writes the file through the staging swap — vs `age -d`.
+ * - the backup process's peak RSS (its own process.resourceUsage().maxRSS), against a 128 MiB ceiling.
+ *
+ * The file is a 1 MiB random block repeated (with its index stamped in), written once; everything
+ * is removed afterwards. HANDSAFE_BENCH_CPU_PROF=<dir> profiles the child (node --cpu-prof);
+ * HANDSAFE_BENCH_CHUNK=<bytes> sets the client's PATCH size (default: the SDK's 8 MiB).
+ */
+import { execFile, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { BackupClient } from "../src/backup/handset.ts";
+import { decryptBytes, ScryptIdentity } from "../src/core/age/index.ts";
+import { fromUtf8 } from "../src/core/codec/bytes.ts";
+import { FolderKeystore } from "../src/handset/folder-keystore.ts";
+import { IdentityModule } from "../src/handset/identity-module.ts";
+import { createNodeTransport } from "../src/handset/node-transport.ts";
+import { loadConfig } from "../src/platform/config.ts";
+import { type RunningServer, startServer } from "../src/platform/server.ts";
+import type { ChildInput, ChildOutput } from "./backup-child.ts";
+import { mbPerSecond, timedAsync } from "./timing.ts";
+import type { BenchResult } from "./types.ts";
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+const SIZE = 1024 * MiB;
+const RSS_CEILING_MIB = 128;
+const CHILD = join(import.meta.dirname, "backup-child.ts");
+
+function writeBigFile(file: string): void {
+  const block = randomBytes(MiB);
+  const fd = openSync(file, "w");
+  try {
+    for (let i = 0; i < SIZE / MiB; i++) {
+      block.writeUInt32BE(i, 0);
+      writeSync(fd, block);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function child(input: ChildInput): Promise<ChildOutput> {
+  const extra = process.env["HANDSAFE_BENCH_CPU_PROF"]
+    ? ["--cpu-prof", "--cpu-prof-dir", process.env["HANDSAFE_BENCH_CPU_PROF"]]
+    : [];
+  const { stdout } = await run(
+    process.execPath,
+    [...extra, "--import", "tsx", CHILD, JSON.stringify(input)],
+    {
+      cwd: join(import.meta.dirname, ".."),
+      maxBuffer: 1024 * 1024,
+    },
+  );
+  return JSON.parse(stdout.trim().split("\n").pop()!) as ChildOutput;
+}
+
+export async function benchBackup(): Promise<BenchResult[]> {
+  const age = spawnSync("age", ["--version"], { encoding: "utf8" });
+  if (age.status !== 0) {
+    console.log("  (skipped: the reference `age` CLI is not installed — apt-get install age)");
+    return [];
+  }
+  const tmp = mkdtempSync(join(tmpdir(), "handsafe-bench-backup-"));
+  let server: RunningServer | undefined;
+  try {
+    server = await startServer({
+      config: loadConfig({
+        HANDSAFE_DATA_DIR: join(tmp, "server"),
+        HANDSAFE_PORT: "0",
+        HANDSAFE_LOG_LEVEL: "silent",
+        HANDSAFE_RATE_LIMIT: "0",
+      }),
+    });
+    const dataDir = join(tmp, "data");
+    mkdirSync(join(dataDir, "files"), { recursive: true });
+    const file = join(dataDir, "files", "big.bin");
+    writeBigFile(file);
+
+    // The identity module in a folder keystore the child opens; the account registered once.
+    const keystoreDir = join(tmp, "keystore");
+    const keystorePassphrase = "bench keystore";
+    const wimPin = "2580";
+    const keystore = await FolderKeystore.open(keystoreDir, keystorePassphrase, {
+      scrypt: { N: 2 ** 14, r: 8, p: 1 },
+    });
+    const { module } = await IdentityModule.create(keystore, { pin: wimPin, scryptLogN: 10 });
+    const identity = await module.unlock(wimPin);
+    const transport = createNodeTransport({ pin: server.pin });
+    await new BackupClient({ baseUrl: server.url, transport, identity }).register();
+    transport.close();
+    identity.lock();
+    // The same identity as an age identity file for `age -d` (the user's explicit export).
+    const card = await module.exportCard(wimPin, "bench card", { logN: 10 });
+    const cardText = fromUtf8(await decryptBytes([new ScryptIdentity("bench card")], card));
+    const secretLine = cardText.split("\n").find((l) => l.startsWith("AGE-SECRET-KEY-1"))!;
+    const identityFile = join(tmp, "identity.txt");
+    writeFileSync(identityFile, `${secretLine}\n`, { mode: 0o600 });
+
+    const common = { url: server.url, pin: server.pin, keystoreDir, keystorePassphrase, wimPin };
+    const encrypted = join(tmp, "age.out");
+    const ageEncryptMs = await timedAsync(() => run("age", ["-r", module.recipient, "-o", encrypted, file]));
+    const ageDecryptMs = await timedAsync(() =>
+      run("age", ["-d", "-i", identityFile, "-o", join(tmp, "age.dec"), encrypted]),
+    );
+    rmSync(encrypted, { force: true });
+    rmSync(join(tmp, "age.dec"), { force: true });
+
+    const chunk = Number(process.env["HANDSAFE_BENCH_CHUNK"] ?? 0);
+    const backup = await child({
+      ...common,
+      mode: "backup",
+      data: dataDir,
+      ...(chunk ? { uploadChunkBytes: chunk } : {}),
+    });
+    const restoreDir = join(tmp, "restored");
+    const restore = await child({ ...common, mode: "restore", data: restoreDir, backupId: backup.backupId });
+    if (statSync(join(restoreDir, "files", "big.bin")).size !== SIZE)
+      throw new Error("the restored file is not the backed-up one");
+
+    const ours = mbPerSecond(SIZE, backup.ms);
+    const ageEnc = mbPerSecond(SIZE, ageEncryptMs);
+    const oursRestore = mbPerSecond(SIZE, restore.ms);
+    const ageDec = mbPerSecond(SIZE, ageDecryptMs);
+    const rss = backup.maxRssBytes / MiB;
+    const restoreRss = restore.maxRssBytes / MiB;
+    const rssBefore = backup.maxRssBeforeBytes / MiB;
+    const rusage = backup.resourceUsageMaxRssBytes / MiB;
+    const rssCeiling = { name: "ceiling", value: RSS_CEILING_MIB };
+    return [
+      {
+        name: "backup 1 GiB: age-seal + upload over HTTPS + envelope",
+        value: ours,
+        unit: "MB/s",
+        ceiling: { name: "age -r (CLI)", value: ageEnc },
+        ratio: ours / ageEnc,
+      },
+      {
+        name: "restore 1 GiB: fetch + verify + decrypt + staged write",
+        value: oursRestore,
+        unit: "MB/s",
+        ceiling: { name: "age -d (CLI)", value: ageDec },
+        ratio: oursRestore / ageDec,
+      },
+      {
+        name: "backup process peak RSS (child's own VmHWM, 1 GiB item)",
+        value: rss,
+        unit: "MiB",
+        ceiling: rssCeiling,
+        ratio: rss / RSS_CEILING_MIB,
+      },
+      {
+        name: "  of which before the backup began (node + tsx + SDK + keystore)",
+        value: rssBefore,
+        unit: "MiB",
+        ceiling: rssCeiling,
+        ratio: rssBefore / RSS_CEILING_MIB,
+      },
+      {
+        name: "  its resourceUsage().maxRSS (Linux: from the parent's peak)",
+        value: rusage,
+        unit: "MiB",
+        ceiling: rssCeiling,
+        ratio: rusage / RSS_CEILING_MIB,
+      },
+      {
+        name: "restore process peak RSS (VmHWM), for information",
+        value: restoreRss,
+        unit: "MiB",
+        ceiling: rssCeiling,
+        ratio: restoreRss / RSS_CEILING_MIB,
+      },
+    ];
+  } finally {
+    await server?.close();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}

@@ -334,8 +334,10 @@ describe.each(databaseKinds)("campaigns on %s", (kind) => {
       expect(started.body.progress.total).toBe(200);
 
       const expected = hs100.filter((d) => rolloutBucket(id, d) < 10).sort();
-      expect(expected.length).toBeGreaterThan(8);
-      expect(expected.length).toBeLessThan(35);
+      // About 10% (mean 20 of 200, σ ≈ 4.2); the bounds sit ~4σ out, as the campaign id is random —
+      // at 8 they failed about one run in three hundred. The exact set is checked just below.
+      expect(expected.length).toBeGreaterThanOrEqual(3);
+      expect(expected.length).toBeLessThanOrEqual(40);
       expect(await enrolled(id, "notified")).toEqual(expected);
       expect(await enrolled(id, "notified")).toEqual(expected);
       expect(h.sms.sent.length - before).toBe(expected.length);

@@ -5,15 +5,24 @@
  *
  *   node --import tsx bench/backup-child.ts '{"mode":"backup"|"restore", …}'
  */
-import { readFileSync } from "node:fs";
+import { createReadStream, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { FolderDataStores } from "../src/backup/data-stores.ts";
 import { BackupClient } from "../src/backup/handset.ts";
+import { sealItem } from "../src/backup/item-crypto.ts";
+import { createFilesystemBlobStore } from "../src/platform/blobs/filesystem.ts";
 import { FolderKeystore } from "../src/handset/folder-keystore.ts";
 import { IdentityModule } from "../src/handset/identity-module.ts";
 import { createNodeTransport } from "../src/handset/node-transport.ts";
 
 export interface ChildInput {
-  mode: "backup" | "restore";
+  /**
+   * backup / restore: through the HTTPS server. seal-store: the same SDK sealing of the one file
+   * (age, 64 KiB STREAM chunks, the HMAC content hash) streamed into a filesystem blob store in
+   * `storeDir` — the work `age -r -o` does: read, encrypt, write durably.
+   */
+  mode: "backup" | "restore" | "seal-store";
+  storeDir?: string;
   url: string;
   pin: string;
   keystoreDir: string;
@@ -67,7 +76,18 @@ const stores = new FolderDataStores(input.data);
 let out: Omit<ChildOutput, "maxRssBytes" | "maxRssBeforeBytes" | "resourceUsageMaxRssBytes">;
 const maxRssBeforeBytes = peakRss();
 const start = performance.now();
-if (input.mode === "backup") {
+if (input.mode === "seal-store") {
+  const file = join(input.data, "files", "big.bin");
+  const sealed = sealItem({
+    itemId: identity.itemId("files/big.bin"),
+    metadata: { path: "files/big.bin", modifiedAt: statSync(file).mtime.toISOString() },
+    recipients: [identity.recipient],
+    plaintext: () => createReadStream(file, { highWaterMark: 1024 * 1024 }),
+    hasher: () => identity.contentHasher(),
+  });
+  const info = await createFilesystemBlobStore(input.storeDir!).put("backup/blobs/bench", sealed.payload());
+  out = { ms: performance.now() - start, backupId: "", bytes: info.size };
+} else if (input.mode === "backup") {
   const r = await client.backup({ from: stores, selection: [{ kind: "files" }], parent: null });
   out = { ms: performance.now() - start, backupId: r.backupId, bytes: r.bytesUploaded };
 } else {

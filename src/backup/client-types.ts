@@ -75,7 +75,7 @@ export interface BackupClientOptions {
   identity: UnlockedIdentity;
   /** `<Source><LocURI>`; default `handset:` + the account id. */
   handsetUri?: string;
-  /** Largest PATCH body (default 8 MiB): the upload's memory bound. */
+  /** Largest PATCH body (default 4 MiB; two are in memory, one sealing while one is sent). */
   uploadChunkBytes?: number;
   /** PATCH attempts per blob before giving up (default 5). */
   uploadAttempts?: number;

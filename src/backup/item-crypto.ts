@@ -4,9 +4,9 @@
  * the file key. Pure: bytes and async iterables in and out, no I/O.
  *
  * Sealing is deterministic once the file key and payload nonce are drawn (`newItemKeys`), so the same
- * plaintext can be sealed twice to the same bytes: once to learn the blob's SHA-256 (which the upload
- * declares up front), once to send it — and again from any offset when an upload resumes — each pass
- * holding one 64 KiB chunk.
+ * plaintext seals to the same bytes each time: a large item is sealed once while it is uploaded (the
+ * pass's SHA-256 is declared at completion), and again when an upload resumes — each pass holding one
+ * 64 KiB chunk.
  */
 import { AGE_ERRORS, ageError } from "../core/age/errors.ts";
 import { encodeHeader, type Header, parseHeader, verifyHeaderMac } from "../core/age/format.ts";

@@ -1,8 +1,9 @@
 /**
- * One backup run (docs/protocols/backup.md §3, §4): list what the selection picks, hash (or, for
- * items the parent does not know, seal) each in one streamed pass, plan Add / Replace / Copy /
- * Delete against the parent (plan.ts), seal and upload what changed, then sign and PUT the
- * envelope — only after every blob completed, so the server never lists half a backup.
+ * One backup run (docs/protocols/backup.md §3, §4): list what the selection picks, hash each item
+ * the parent knows (small ones the parent does not know are sealed in that pass instead), plan
+ * Add / Replace / Copy / Delete against the parent (plan.ts), then seal and upload what changed —
+ * a large item in one pass, hashed as it is sent — and sign and PUT the envelope, only after every
+ * blob completed, so the server never lists half a backup.
  */
 import { concatBytes } from "../core/codec/bytes.ts";
 import { DEFAULT_XML_LIMITS, XML_ERRORS } from "../core/codec/xml.ts";
@@ -21,6 +22,7 @@ import {
 } from "./item-crypto.ts";
 import { type PlannedItem, planBackup, sameSet } from "./plan.ts";
 import {
+  agePayloadSize,
   BACKUP_ERRORS,
   type BackupEnvelope,
   backupUri,
@@ -31,9 +33,11 @@ import {
   newBackupId,
 } from "./protocol.ts";
 import { compileSelection, type Selection } from "./selection.ts";
-import { uploadPayload } from "./upload.ts";
+import { isItemChanged, type UploadedPayload, uploadPayload } from "./upload.ts";
 
 const PLACEHOLDER_BLOB_URI = blobUri(`bl_${"A".repeat(22)}`);
+/** The stand-in of a hash not known before the item's one sealing pass (same length as the real one). */
+const PLACEHOLDER_HASH = new Uint8Array(32);
 
 export interface BackupInput {
   from: DataStores;
@@ -77,13 +81,16 @@ export async function runBackup(ctx: ClientContext, input: BackupInput): Promise
   const total = items.reduce((n, i) => n + i.size, 0);
   const parentIds = new Set((parent?.items ?? []).map((i) => i.id));
 
-  // Items the parent does not know are sealed in the same pass that hashes them.
+  // Small items the parent does not know are sealed in the same pass that hashes them; large ones
+  // are Adds whatever their hash, so they are read once, when they are sealed and uploaded.
   const planned: PlannedItem[] = [];
   const presealed = new Map<string, { sealed: SealedItem; digest: PayloadDigest; inline?: Uint8Array }>();
   let done = 0;
   for (const item of items) {
     const id = ctx.identity.itemId(item.path);
-    if (parentIds.has(id)) {
+    if (!parentIds.has(id) && item.size > INLINE_MAX_BYTES) {
+      planned.push({ item, id, hash: PLACEHOLDER_HASH });
+    } else if (parentIds.has(id)) {
       planned.push({
         item,
         id,
@@ -104,7 +111,7 @@ export async function runBackup(ctx: ClientContext, input: BackupInput): Promise
 
   const { steps, deleted } = planBackup(planned, parent);
   const out: EnvelopeItem[] = [];
-  const pending: Array<{ index: number; sealed: SealedItem; digest: PayloadDigest; path: string }> = [];
+  const pending: Array<{ index: number; sealed: SealedItem; payloadSize: number; path: string }> = [];
   let uploads = 0;
   let bytesUploaded = 0;
   const counts = { Add: 0, Replace: 0, Copy: 0 };
@@ -120,6 +127,26 @@ export async function runBackup(ctx: ClientContext, input: BackupInput): Promise
       continue;
     }
     let pre = presealed.get(id);
+    if (pre === undefined && item.size > INLINE_MAX_BYTES) {
+      // Sealed once, while it is uploaded: its size, hash and blob are filled in then (stand-ins of
+      // the same lengths until then, so the envelope's size is known before anything is sent).
+      const sealed = sealFor(ctx, item, id, recipients);
+      const payloadSize = agePayloadSize(item.size);
+      pending.push({ index: out.length, sealed, payloadSize, path: item.path });
+      out.push({
+        command: step.command,
+        id,
+        kind: item.kind,
+        size: item.size,
+        hash: step.planned.hash,
+        name: sealed.name,
+        header: sealed.header,
+        payload: {
+          blob: { uri: PLACEHOLDER_BLOB_URI, size: payloadSize, sha256: PLACEHOLDER_HASH },
+        },
+      });
+      continue;
+    }
     if (pre === undefined) {
       const sealed = sealFor(ctx, item, id, recipients);
       const pass = await sealPass(sealed, item, (n) =>
@@ -142,7 +169,12 @@ export async function runBackup(ctx: ClientContext, input: BackupInput): Promise
     }
     // A stand-in of the final length (a blob URI is always `bl_` + 22 characters): the envelope's
     // size is known before anything is uploaded.
-    pending.push({ index: out.length, sealed: pre.sealed, digest: pre.digest, path: item.path });
+    pending.push({
+      index: out.length,
+      sealed: pre.sealed,
+      payloadSize: pre.digest.payloadSize,
+      path: item.path,
+    });
     out.push({
       ...base,
       payload: {
@@ -168,11 +200,32 @@ export async function runBackup(ctx: ClientContext, input: BackupInput): Promise
   // went up (and those blobs would hold quota until deleted): refuse first — nothing uploaded.
   checkEnvelopeFits(envelope);
   for (const p of pending) {
-    const blob = await uploadPayload(ctx, p.sealed, p.digest, p.path, progress, (n) => {
+    const onSent = (n: number) => {
       bytesUploaded += n;
-    });
+    };
+    let uploaded: UploadedPayload;
+    try {
+      uploaded = await uploadPayload(ctx, p.sealed, p.payloadSize, p.path, progress, onSent);
+    } catch (e) {
+      if (!isItemChanged(e)) throw e;
+      // Not the listed size any more: one pass learns what it is now, and that is what is sent.
+      const item = items.find((i) => i.path === p.path)!;
+      const pass = await sealPass(p.sealed, item, () => {});
+      if (pass.inline !== undefined) {
+        out[p.index] = {
+          ...out[p.index]!,
+          size: pass.digest.size,
+          hash: pass.digest.hash!,
+          payload: { inline: pass.inline },
+        };
+        continue;
+      }
+      uploaded = await uploadPayload(ctx, p.sealed, pass.digest.payloadSize, p.path, progress, onSent);
+    }
     uploads++;
-    out[p.index] = { ...out[p.index]!, payload: { blob } };
+    const { blob, digest } = uploaded;
+    // What this pass sealed decides the item's size and hash (the same as an earlier pass's, if any).
+    out[p.index] = { ...out[p.index]!, size: digest.size, hash: digest.hash!, payload: { blob } };
   }
   progress({ phase: "envelope", bytesDone: total, bytesTotal: total });
   await ctx.publish(envelope);

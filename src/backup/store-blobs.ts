@@ -64,17 +64,25 @@ export async function openUploadBytes(db: Db, accountId: string): Promise<number
   return Number(r?.n ?? 0);
 }
 
-/** Moves an upload from one state to another once; true when this caller moved it. */
+/**
+ * Moves an upload from one state to another once; true when this caller moved it. Completing it
+ * records its blob and the SHA-256 its bytes have (the declaration may have come only then).
+ */
 export async function transitionUpload(
   db: Db,
   id: string,
   from: UploadState,
   to: UploadState,
   blobId: string | null = null,
+  sha256?: Uint8Array,
 ): Promise<boolean> {
   const r = await db
     .updateTable("backup_uploads")
-    .set({ state: to, ...(blobId === null ? {} : { blob_id: blobId }) })
+    .set({
+      state: to,
+      ...(blobId === null ? {} : { blob_id: blobId }),
+      ...(sha256 === undefined ? {} : { sha256 }),
+    })
     .where("id", "=", id)
     .where("state", "=", from)
     .executeTakeFirst();

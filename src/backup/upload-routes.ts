@@ -27,6 +27,20 @@ export function mediaType(request: FastifyRequest): string {
     .toLowerCase();
 }
 
+/** A completion's body: none, or `{sha256?}` with the hash as 64 lower-case hex digits. */
+function completionInput(body: unknown): { sha256?: string } {
+  if (body === undefined || body === null) return {};
+  if (typeof body !== "object" || Array.isArray(body))
+    throw new HandsafeError("request.invalid", "body must be object", { status: 400 });
+  const { sha256, ...rest } = body as Record<string, unknown>;
+  if (Object.keys(rest).length > 0)
+    throw new HandsafeError("request.invalid", "body must NOT have additional properties", { status: 400 });
+  if (sha256 === undefined) return {};
+  if (typeof sha256 !== "string" || !/^[0-9a-f]{64}$/.test(sha256))
+    throw new HandsafeError("request.invalid", "sha256 is 64 lower-case hex digits", { status: 400 });
+  return { sha256 };
+}
+
 export function registerUploadRoutes(scope: App, service: BackupService, auth: BackupRequestAuth): void {
   // --- resumable uploads --------------------------------------------------------------------------
 
@@ -36,9 +50,13 @@ export function registerUploadRoutes(scope: App, service: BackupService, auth: B
       ...auth.accountRoute,
       schema: {
         tags: ["backup"],
-        summary: "Start a resumable blob upload of a declared size and SHA-256",
+        summary:
+          "Start a resumable blob upload of a declared size (and SHA-256, or declare it at completion)",
         body: Type.Object(
-          { size: Type.Integer({ minimum: 0 }), sha256: Type.String({ pattern: "^[0-9a-f]{64}$" }) },
+          {
+            size: Type.Integer({ minimum: 0 }),
+            sha256: Type.Optional(Type.String({ pattern: "^[0-9a-f]{64}$" })),
+          },
           { additionalProperties: false },
         ),
         response: {
@@ -140,10 +158,13 @@ export function registerUploadRoutes(scope: App, service: BackupService, auth: B
       ...auth.accountRoute,
       schema: {
         tags: ["backup"],
-        summary: "Check the upload's size and SHA-256 against the declared ones and publish the blob",
+        summary: "Check the upload's size and SHA-256 (declared here or at the start) and publish the blob",
+        // The body `{sha256}` is optional (an upload that declared it at the start may send none),
+        // which a body schema cannot say: completionInput checks it.
         params: Type.Object({ id: Id }),
         response: {
           200: Type.Object({ uri: Type.String(), size: Type.Integer(), sha256: Type.String() }),
+          400: ErrorBody,
           401: ErrorBody,
           404: ErrorBody,
           413: ErrorBody,
@@ -151,7 +172,8 @@ export function registerUploadRoutes(scope: App, service: BackupService, auth: B
         },
       },
     },
-    async (request) => service.completeUpload(auth.accountOf(request), request.params.id),
+    async (request) =>
+      service.completeUpload(auth.accountOf(request), request.params.id, completionInput(request.body)),
   );
 
   // --- blobs --------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 /**
  * Resumable uploads (docs/protocols/backup.md §5): bytes appended in order under an upload id in
- * the blob store, published as a blob once their declared size and SHA-256 hold and the quota
- * takes them; uploads not completed in UPLOAD_TTL_MS are swept. Another account's upload answers
+ * the blob store, published as a blob once their declared size and SHA-256 (declared at the start,
+ * at completion, or both) hold and the quota takes them; uploads not completed in UPLOAD_TTL_MS are swept. Another account's upload answers
  * as a missing one.
  */
 import { fromHex, toHex } from "../core/codec/bytes.ts";
@@ -23,10 +23,13 @@ const SWEEP_BATCH = 100;
 export abstract class BackupUploads extends BackupServiceBase {
   // --- uploads --------------------------------------------------------------------------------------
 
-  /** Starts a resumable upload of `size` bytes whose SHA-256 will be `sha256` (hex). */
+  /**
+   * Starts a resumable upload of `size` bytes whose SHA-256 will be `sha256` (hex), if declared now;
+   * otherwise the completion declares it. The upload row holds an empty hash until then.
+   */
   async beginUpload(
     account: store.AccountRow,
-    input: { size: number; sha256: string },
+    input: { size: number; sha256?: string | undefined },
   ): Promise<{ uploadId: string; uri: string }> {
     const actor = `account:${account.id}`;
     return this.audited({ actor, action: "backup.upload_started" }, async () => {
@@ -34,7 +37,7 @@ export abstract class BackupUploads extends BackupServiceBase {
         throw new HandsafeError("request.invalid", `size is a whole number of bytes ≤ ${MAX_BLOB_BYTES}`, {
           status: 400,
         });
-      if (!/^[0-9a-f]{64}$/.test(input.sha256))
+      if (input.sha256 !== undefined && !/^[0-9a-f]{64}$/.test(input.sha256))
         throw new HandsafeError("request.invalid", "sha256 is 64 lower-case hex digits", { status: 400 });
       // The declared bytes of open uploads count too: no one holds the disk with unfinished uploads.
       const fresh = await store.findAccount(this.db, account.id);
@@ -46,7 +49,7 @@ export abstract class BackupUploads extends BackupServiceBase {
         id,
         accountId: account.id,
         size: input.size,
-        sha256: fromHex(input.sha256),
+        sha256: input.sha256 === undefined ? new Uint8Array(0) : fromHex(input.sha256),
         createdAt: this.now(),
         state: "open",
         blobId: null,
@@ -125,23 +128,53 @@ export abstract class BackupUploads extends BackupServiceBase {
   }
 
   /**
-   * Publishes the upload as a blob once its size and SHA-256 are the declared ones (otherwise
-   * backup.upload_mismatch, and the upload is spent) and the quota takes it. Completing twice
-   * answers the same blob.
+   * Publishes the upload as a blob once its size and SHA-256 are the declared ones — `sha256` (hex)
+   * here, the one declared at the start, or both, which must agree; the blob store's hash of the
+   * appended bytes is compared with it (otherwise backup.upload_mismatch, and the upload is spent)
+   * — and the quota takes it. Completing twice answers the same blob (its SHA-256 must be the one
+   * declared again, if one is).
    */
   async completeUpload(
     account: store.AccountRow,
     id: string,
+    input: { sha256?: string | undefined } = {},
   ): Promise<{ uri: string; size: number; sha256: string }> {
     const actor = `account:${account.id}`;
     const action = "backup.upload_completed";
     const subject = `upload:${id}`;
     const u = await this.ownUpload(account, id, action);
-    const done = (blobId: string) => ({ uri: blobUri(blobId), size: u.size, sha256: toHex(u.sha256) });
-    if (u.state === "complete" && u.blobId !== null) return done(u.blobId);
+    if (input.sha256 !== undefined && !/^[0-9a-f]{64}$/.test(input.sha256))
+      return this.refuse(
+        new HandsafeError("request.invalid", "sha256 is 64 lower-case hex digits", { status: 400 }),
+        { actor, action, subject },
+      );
+    const begun = u.sha256.length === 0 ? undefined : toHex(u.sha256);
+    const done = async (row: store.UploadRow): Promise<{ uri: string; size: number; sha256: string }> => {
+      const sha256 = toHex(row.sha256);
+      if (input.sha256 !== undefined && input.sha256 !== sha256)
+        return this.refuse(uploadMismatch("the upload was completed with another SHA-256"), {
+          actor,
+          action,
+          subject,
+        });
+      return { uri: blobUri(row.blobId!), size: row.size, sha256 };
+    };
+    if (u.state === "complete" && u.blobId !== null) return done(u);
+    if (begun === undefined && input.sha256 === undefined)
+      return this.refuse(
+        new HandsafeError("request.invalid", "the completion declares the upload's sha256", { status: 400 }),
+        { actor, action, subject },
+      );
+    if (begun !== undefined && input.sha256 !== undefined && begun !== input.sha256)
+      return this.refuse(uploadMismatch("the completion declares another SHA-256 than the start did"), {
+        actor,
+        action,
+        subject,
+      });
+    const declared = (input.sha256 ?? begun)!;
     if (!(await store.transitionUpload(this.db, id, "open", "completing"))) {
       const now = await store.findUpload(this.db, id);
-      if (now?.state === "complete" && now.blobId !== null) return done(now.blobId);
+      if (now?.state === "complete" && now.blobId !== null) return done(now);
       return this.notYours(actor, action, subject, now !== undefined);
     }
     const length = await this.blobs.uploads.length(id);
@@ -171,7 +204,7 @@ export abstract class BackupUploads extends BackupServiceBase {
       await store.transitionUpload(this.db, id, "completing", "failed");
       return this.refuse(error, { actor, action, subject });
     };
-    if (info.size !== u.size || info.sha256 !== toHex(u.sha256))
+    if (info.size !== u.size || info.sha256 !== declared)
       return spent(uploadMismatch("the uploaded bytes do not have the declared SHA-256; start again"));
     const took = await this.db.transaction().execute(async (trx) => {
       if (!(await store.takeQuota(trx, account.id, u.size, this.quota))) return false;
@@ -179,11 +212,11 @@ export abstract class BackupUploads extends BackupServiceBase {
         id: blobId,
         accountId: account.id,
         size: u.size,
-        sha256: u.sha256,
+        sha256: fromHex(declared),
         createdAt: this.now(),
         refs: 0,
       });
-      await store.transitionUpload(trx, id, "completing", "complete", blobId);
+      await store.transitionUpload(trx, id, "completing", "complete", blobId, fromHex(declared));
       await this.platform.audit(
         { actor, action, subject: `blob:${blobId}`, outcome: "allow", details: { upload: id, size: u.size } },
         trx,
@@ -191,7 +224,7 @@ export abstract class BackupUploads extends BackupServiceBase {
       return true;
     });
     if (!took) return spent(quotaExceeded(this.quota));
-    return done(blobId);
+    return { uri: blobUri(blobId), size: u.size, sha256: declared };
   }
 
   // --- housekeeping ---------------------------------------------------------------------------------

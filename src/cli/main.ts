@@ -44,7 +44,7 @@ program
     "--token <token>",
     "admin token of that server (default: HANDSAFE_ADMIN_TOKEN or <data dir>/admin.token)",
   )
-  .option("--only <part>", "run one part: activation, updates or messaging")
+  .option("--only <part>", "run one part: activation, updates, messaging, trustzone or backup")
   .option("--devices <n>", "handsets in the update demo's batch", "6")
   .action(async (options: { url?: string; pin?: string; token?: string; only?: string; devices: string }) =>
     runDemo(options),

@@ -213,7 +213,7 @@ export function createNodeTransport(options: NodeTransportOptions = {}): Streami
         );
       });
       request.on("error", (err) => settle(err));
-      request.end(req.body === undefined ? undefined : Buffer.from(req.body));
+      request.end(req.body === undefined ? undefined : bodyView(req.body));
     });
   }
 
@@ -268,7 +268,7 @@ export function createNodeTransport(options: NodeTransportOptions = {}): Streami
         );
       });
       request.on("error", (err) => reject(mapError(err, req)));
-      request.end(req.body === undefined ? undefined : Buffer.from(req.body));
+      request.end(req.body === undefined ? undefined : bodyView(req.body));
     });
   }
 
@@ -291,6 +291,15 @@ export function createNodeHttpClient(options: { baseUrl: string } & NodeTranspor
     ...(options.pin === undefined ? {} : { pin: options.pin }),
     transport: createNodeTransport(transportOptions),
   });
+}
+
+/**
+ * The request body as a Buffer over the same memory (Buffer.from(u8) would copy it: 8 MiB per upload
+ * PATCH). The caller must not change the bytes before the request settles; once the server answered
+ * it has read them (or refused them, and the rest is discarded), and a request that failed is destroyed.
+ */
+function bodyView(body: Uint8Array): Buffer {
+  return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
 }
 
 function mapError(err: unknown, req: TransportRequest): HandsafeError {

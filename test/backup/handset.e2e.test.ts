@@ -592,6 +592,37 @@ describe.each(databaseKinds)("secure backup end to end on %s", (kind) => {
         expect(tree(root)).toEqual(tree(alice.root, notTmp));
       });
 
+      it("a new large item is read once, while it is sealed and sent; one changed since the listing still goes up", async () => {
+        await alice.stores.writeFile("files/video/once.bin", new Uint8Array(randomBytes(2 * MiB + 5)));
+        await alice.stores.writeFile("files/video/grew.bin", new Uint8Array(randomBytes(MiB + 3)));
+        const opens = new Map<string, number>();
+        // The listing counts each item's reads, and reports grew.bin a byte shorter than it now is.
+        const counted = new Proxy(alice.stores, {
+          get(target, prop) {
+            if (prop === "list")
+              return async () =>
+                (await target.list()).map((i) => ({
+                  ...i,
+                  size: i.path === "files/video/grew.bin" ? i.size - 1 : i.size,
+                  path: i.path,
+                  open: () => {
+                    opens.set(i.path, (opens.get(i.path) ?? 0) + 1);
+                    return i.open();
+                  },
+                }));
+            const v = Reflect.get(target, prop, target);
+            return typeof v === "function" ? v.bind(target) : v;
+          },
+        });
+        const result = await alice.client.backup({ from: counted, selection: SELECTION });
+        expect(opens.get("files/video/once.bin")).toBe(1);
+        // The upload declared the listed size: refused by the SDK, re-measured, uploaded again.
+        expect(opens.get("files/video/grew.bin")).toBe(3);
+        const root = join(tmp(), "data");
+        await restored.client.restore({ backupId: result.backupId, into: new FolderDataStores(root) });
+        expect(tree(root)).toEqual(tree(alice.root, notTmp));
+      });
+
       it("a backup whose upload keeps failing is never listed", async () => {
         await alice.stores.writeFile("files/video/big3.bin", new Uint8Array(randomBytes(2 * MiB)));
         const listed = (await alice.client.list()).map((b) => b.id).sort();

@@ -236,6 +236,47 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
         expect(await denials("backup.upload_completed", "backup.upload_mismatch")).toBeGreaterThanOrEqual(2);
       });
 
+      it("the SHA-256 declared at completion: checked against the appended bytes", async () => {
+        const bytes = blobPayload(SMALL_BLOB_PLAINTEXT);
+        const begin = async () => {
+          const begun = await alice.send("POST", "/v1/backup/uploads", { json: { size: bytes.length } });
+          expect(begun.status).toBe(201);
+          const { uri } = begun.json<{ uri: string }>();
+          expect((await alice.patch(uri, 0, bytes)).status).toBe(204);
+          return uri;
+        };
+        // Declared nowhere: refused, and the upload is still open.
+        const uri = await begin();
+        const none = await alice.send("POST", `${uri}/complete`);
+        expect([none.status, none.code]).toEqual([400, "request.invalid"]);
+        const malformed = await alice.send("POST", `${uri}/complete`, { json: { sha256: "AB" } });
+        expect([malformed.status, malformed.code]).toEqual([400, "request.invalid"]);
+        const done = await alice.send("POST", `${uri}/complete`, { json: { sha256: sha256Hex(bytes) } });
+        expect(done.status).toBe(200);
+        const blob = done.json<{ uri: string; size: number; sha256: string }>();
+        expect(blob).toMatchObject({ size: bytes.length, sha256: sha256Hex(bytes) });
+        // Completing twice answers the same blob, with or without the hash; another hash is refused.
+        expect((await alice.send("POST", `${uri}/complete`)).json()).toEqual(blob);
+        expect(
+          (await alice.send("POST", `${uri}/complete`, { json: { sha256: sha256Hex(bytes) } })).json(),
+        ).toEqual(blob);
+        const other = await alice.send("POST", `${uri}/complete`, {
+          json: { sha256: sha256Hex(new Uint8Array(1)) },
+        });
+        expect([other.status, other.code]).toEqual([422, "backup.upload_mismatch"]);
+        expect(sha256Hex((await alice.send("GET", blob.uri)).body)).toBe(sha256Hex(bytes));
+
+        // Another hash than the bytes have: backup.upload_mismatch, and the upload is spent.
+        const wrong = await begin();
+        const before = await usedBytes(alice);
+        const refused = await alice.send("POST", `${wrong}/complete`, {
+          json: { sha256: sha256Hex(new Uint8Array(1)) },
+        });
+        expect([refused.status, refused.code]).toEqual([422, "backup.upload_mismatch"]);
+        expect(await usedBytes(alice)).toBe(before);
+        expect((await alice.send("HEAD", wrong)).status).toBe(404);
+      });
+
       it("a chunk past the declared size: backup.upload_mismatch", async () => {
         const begun = await alice.send("POST", "/v1/backup/uploads", {
           json: { size: 10, sha256: sha256Hex(new Uint8Array(10)) },

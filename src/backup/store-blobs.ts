@@ -209,6 +209,25 @@ export async function dropBlobRefs(db: Db, ids: readonly string[]): Promise<Blob
   return gone.map(toBlob);
 }
 
+/** Blobs no envelope references, stored before `before`: completed uploads never listed. */
+export async function unreferencedBlobs(db: Db, before: number, limit: number): Promise<BlobRow[]> {
+  const rows = await db
+    .selectFrom("backup_blobs")
+    .selectAll()
+    .where("refs", "=", 0)
+    .where("created_at", "<", before)
+    .orderBy("created_at")
+    .limit(limit)
+    .execute();
+  return rows.map(toBlob);
+}
+
+/** Deletes the blob's row only while nothing references it (an envelope PUT may just have). */
+export async function deleteUnreferencedBlob(db: Db, id: string): Promise<boolean> {
+  const r = await db.deleteFrom("backup_blobs").where("id", "=", id).where("refs", "=", 0).executeTakeFirst();
+  return Number(r.numDeletedRows) === 1;
+}
+
 /** May `accountId` read the blob through a share? A live share of an envelope that references it. */
 export async function blobSharedWith(db: Db, blobId: string, accountId: string): Promise<boolean> {
   const r = await db

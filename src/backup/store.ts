@@ -56,6 +56,7 @@ export {
   type BlobRow,
   blobSharedWith,
   blobsReferencedBy,
+  deleteUnreferencedBlob,
   dropBlobRefs,
   findBlob,
   findBlobs,
@@ -67,6 +68,7 @@ export {
   transitionUpload,
   type UploadRow,
   type UploadState,
+  unreferencedBlobs,
 } from "./store-blobs.ts";
 
 // --- accounts --------------------------------------------------------------------------------------

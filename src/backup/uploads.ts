@@ -249,6 +249,38 @@ export abstract class BackupUploads extends BackupServiceBase {
         outcome: "info",
         details: { count: dropped },
       });
+    return dropped + (await this.sweepUnlistedBlobs(before));
+  }
+
+  /**
+   * Blobs whose upload completed before `before` (UPLOAD_TTL_MS ago) but that no envelope ever
+   * listed — a backup abandoned after its uploads — are deleted and their bytes given back to the
+   * quota. The row goes first, only while still unreferenced, so an envelope listing it at that
+   * moment either took its reference first (the blob stays) or finds it gone (backup.blob_missing).
+   */
+  private async sweepUnlistedBlobs(before: number): Promise<number> {
+    let dropped = 0;
+    for (;;) {
+      const unlisted = await store.unreferencedBlobs(this.db, before, SWEEP_BATCH);
+      for (const b of unlisted) {
+        const deleted = await this.db.transaction().execute(async (trx) => {
+          if (!(await store.deleteUnreferencedBlob(trx, b.id))) return false;
+          await store.releaseQuota(trx, b.accountId, b.size);
+          return true;
+        });
+        if (!deleted) continue;
+        await this.blobs.delete(blobKey(b.id));
+        dropped++;
+      }
+      if (unlisted.length < SWEEP_BATCH) break;
+    }
+    if (dropped > 0)
+      await this.platform.audit({
+        actor: "system",
+        action: "backup.blobs_unlisted_dropped",
+        outcome: "info",
+        details: { count: dropped },
+      });
     return dropped;
   }
 }

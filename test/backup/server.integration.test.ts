@@ -333,6 +333,29 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
           t.clock.advance(-(UPLOAD_TTL_MS + 1000));
         }
       });
+      it("a blob uploaded but never listed is dropped after 7 days, its bytes given back; a listed one stays", async () => {
+        const before = await usedBytes(bob);
+        const orphan = await bob.uploadBlob(blobPayload(SMALL_BLOB_PLAINTEXT));
+        const { item, blob: kept } = await blobItem(bob);
+        const listed = await bob.putEnvelope(envelopeOf(bob, [item]));
+        expect(listed.status).toBe(201);
+        const orphanKey = `backup/blobs/${orphan.uri.split("/").pop()}`;
+        const keptKey = `backup/blobs/${kept.uri.split("/").pop()}`;
+        expect(await usedBytes(bob)).toBeGreaterThan(before + orphan.size);
+        const withOrphan = await usedBytes(bob);
+        t.clock.advance(UPLOAD_TTL_MS + 1000);
+        try {
+          expect(await t.server.backup.sweepStaleUploads()).toBeGreaterThanOrEqual(1);
+          expect(await t.server.backup.blobs.stat(orphanKey)).toBeUndefined();
+          expect(await t.server.backup.blobs.stat(keptKey)).toBeDefined();
+          expect(await usedBytes(bob)).toBe(withOrphan - orphan.size);
+          const gone = await bob.send("GET", orphan.uri);
+          expect([gone.status, gone.code]).toEqual([404, "backup.not_found"]);
+          expect((await bob.send("GET", kept.uri)).status).toBe(200);
+        } finally {
+          t.clock.advance(-(UPLOAD_TTL_MS + 1000));
+        }
+      });
     });
 
     describe("envelopes", () => {

@@ -8,10 +8,12 @@
  * Another account's backup, blob or upload answers exactly as a missing one (backup.not_found),
  * and the attempt is audited. Routes (routes.ts) only parse, authorise and call this.
  */
+
 import { fromBase64url, toBase64url } from "../core/codec/base64url.ts";
 import { toHex } from "../core/codec/bytes.ts";
 import { verify as verifyEd25519 } from "../core/crypto/ed25519.ts";
 import { HandsafeError } from "../core/errors.ts";
+import { type PeriodicJob, startPeriodic } from "../platform/periodic.ts";
 import { type BlobDownload, blobDamage, exactly, parseRange } from "./blob-download.ts";
 import { envelopeSigningInput, parseEnvelope } from "./envelope.ts";
 import { ACCOUNT_ID, BLOB_ID, backupUri, blobIdOfUri } from "./protocol.ts";
@@ -398,22 +400,6 @@ export function startBackupSweeper(
   service: BackupService,
   onError: (err: unknown) => void,
   intervalMs = 3_600_000,
-): { stop(): Promise<void> } {
-  let running: Promise<unknown> | undefined;
-  const timer = setInterval(() => {
-    if (running) return;
-    running = service
-      .sweepStaleUploads()
-      .catch(onError)
-      .finally(() => {
-        running = undefined;
-      });
-  }, intervalMs);
-  timer.unref();
-  return {
-    async stop() {
-      clearInterval(timer);
-      await running;
-    },
-  };
+): PeriodicJob<number> {
+  return startPeriodic(() => service.sweepStaleUploads(), intervalMs, onError);
 }

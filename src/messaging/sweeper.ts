@@ -9,6 +9,7 @@
  *   (the row keeps its status and times); replies likewise after retention;
  * - lapsed registrations `expired`; handset codes forgotten an hour after they lapsed.
  */
+import { type PeriodicJob, startPeriodic } from "../platform/periodic.ts";
 import { QUOTA_WINDOW_MS } from "./protocol.ts";
 import { deleteOldInboundCodes, expireLapsedRegistrations } from "./registration-store.ts";
 import type { MessagingService } from "./server.ts";
@@ -86,23 +87,6 @@ export function startMessagingSweeper(
   service: MessagingService,
   onError: (err: unknown) => void,
   intervalMs = SWEEP_INTERVAL_MS,
-): { stop(): Promise<void>; runOnce(): Promise<SweepReport> } {
-  let running: Promise<SweepReport> | undefined;
-  const runOnce = () => {
-    running ??= sweepMessaging(service).finally(() => {
-      running = undefined;
-    });
-    return running;
-  };
-  const timer = setInterval(() => {
-    runOnce().catch(onError);
-  }, intervalMs);
-  timer.unref();
-  return {
-    runOnce,
-    async stop() {
-      clearInterval(timer);
-      await running?.catch(() => undefined);
-    },
-  };
+): PeriodicJob<SweepReport> {
+  return startPeriodic(() => sweepMessaging(service), intervalMs, onError);
 }

@@ -6,6 +6,7 @@
  * The same pass purges the relay (relay.ts purgeRelay): answers no one fetched and commands no zone
  * pulled within RELAY_RESULT_RETENTION_MS.
  */
+import { type PeriodicJob, startPeriodic } from "../platform/periodic.ts";
 import { purgeRelay } from "./relay.ts";
 import type { TrustzoneService } from "./server.ts";
 import * as store from "./store.ts";
@@ -46,23 +47,6 @@ export function startTrustzoneSweeper(
   service: TrustzoneService,
   onError: (err: unknown) => void,
   intervalMs = SWEEP_INTERVAL_MS,
-): { stop(): Promise<void>; runOnce(): Promise<SweepReport> } {
-  let running: Promise<SweepReport> | undefined;
-  const runOnce = () => {
-    running ??= sweepTrustzone(service).finally(() => {
-      running = undefined;
-    });
-    return running;
-  };
-  const timer = setInterval(() => {
-    runOnce().catch(onError);
-  }, intervalMs);
-  timer.unref();
-  return {
-    runOnce,
-    async stop() {
-      clearInterval(timer);
-      await running?.catch(() => undefined);
-    },
-  };
+): PeriodicJob<SweepReport> {
+  return startPeriodic(() => sweepTrustzone(service), intervalMs, onError);
 }

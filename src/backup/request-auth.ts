@@ -9,21 +9,14 @@
  *   no digest, so a 64 MiB chunk streams through unbuffered; the upload's integrity is the size and
  *   SHA-256 declared at its start, checked when it completes.
  *
- * The same shape as messaging's request-auth.ts (parse → key → verify → nonce), for accounts
- * instead of handsets. Every refusal is a 401 `signature.*` and is audited as backup.request.
+ * The check itself is platform/http/signed-request.ts createEd25519RequestCheck (as for messaging
+ * handsets). Every refusal is a 401 `signature.*` and is audited as backup.request.
  */
 import type { FastifyRequest } from "fastify";
 import { HandsafeError } from "../core/errors.ts";
-import {
-  ed25519VerificationKey,
-  nonceRetentionUntil,
-  type ParsedSignature,
-  parseSignature,
-  type SignatureProfile,
-  verifySignature,
-} from "../core/http-signatures/index.ts";
+import type { SignatureProfile } from "../core/http-signatures/index.ts";
 import type { Platform } from "../platform/context.ts";
-import { createBodyCapture, signedRequestView } from "../platform/http/signed-request.ts";
+import { createBodyCapture, createEd25519RequestCheck } from "../platform/http/signed-request.ts";
 import type { ReplayGuard } from "../platform/replay.ts";
 import { ACCOUNT_ID } from "./protocol.ts";
 import { REQUEST_SIGNATURE, UPLOAD_SIGNATURE } from "./signatures.ts";
@@ -37,10 +30,6 @@ export const MAX_SIGNED_JSON_BYTES = 16 * 1024;
 
 const verified = new WeakMap<FastifyRequest, store.AccountRow>();
 const capture = createBodyCapture(MAX_SIGNED_JSON_BYTES);
-
-function sigError(code: string, message: string): HandsafeError {
-  return new HandsafeError(code, message, { status: 401 });
-}
 
 type PreHandler = (request: FastifyRequest) => Promise<void>;
 
@@ -61,66 +50,13 @@ export interface BackupRequestAuth {
 export function createBackupRequestAuth(platform: Platform, replay: ReplayGuard): BackupRequestAuth {
   const db = platform.db as store.Db;
 
-  async function refuse(request: FastifyRequest, error: unknown, keyId?: string): Promise<never> {
-    await platform.audit({
-      actor: keyId && ACCOUNT_ID.test(keyId) ? `account:${keyId}` : `ip:${request.ip}`,
-      action: "backup.request",
-      outcome: "deny",
-      details: {
-        code: error instanceof HandsafeError ? error.code : "internal",
-        route: `${request.method} ${request.routeOptions.url ?? "?"}`,
-      },
-    });
-    throw error;
-  }
-
-  /** Parse → key → verify → nonce, in that order: nothing is claimed before the signature holds. */
-  async function check(
-    request: FastifyRequest,
-    profile: SignatureProfile,
-    body: Uint8Array | undefined,
-    keyFor: (parsed: ParsedSignature) => Promise<Uint8Array | undefined>,
-  ): Promise<ParsedSignature> {
-    let parsed: ParsedSignature;
-    try {
-      parsed = parseSignature(profile, request.headers);
-    } catch (e) {
-      return refuse(request, e);
-    }
-    const publicKey = await keyFor(parsed);
-    if (!publicKey)
-      return refuse(request, sigError("signature.unknown_key", "keyid names no account"), parsed.keyId);
-    try {
-      verifySignature(profile, parsed, signedRequestView(request), ed25519VerificationKey(publicKey), {
-        nowMs: platform.clock(),
-        body,
-      });
-    } catch (e) {
-      return refuse(request, e, parsed.keyId);
-    }
-    const fresh = await replay.claim(
-      `backup:${parsed.keyId}`,
-      parsed.nonce,
-      nonceRetentionUntil(profile, parsed.created),
-    );
-    if (!fresh)
-      return refuse(
-        request,
-        sigError("signature.replayed", "this signature's nonce was already used"),
-        parsed.keyId,
-      );
-    return parsed;
-  }
-
-  function capturedBody(request: FastifyRequest): Uint8Array | undefined {
-    const body = capture.bodyOf(request);
-    const declared = Number(request.headers["content-length"] ?? 0);
-    if (body === undefined && (declared > 0 || request.headers["transfer-encoding"] !== undefined))
-      throw new HandsafeError("internal", "a signed route with a body needs captureBody as preParsing", {
-        status: 500,
-      });
-    return body;
-  }
+  const check = createEd25519RequestCheck(platform, replay, {
+    scope: "backup",
+    action: "backup.request",
+    actorOf: (keyId) => (ACCOUNT_ID.test(keyId) ? `account:${keyId}` : undefined),
+    unknownKeyMessage: "keyid names no account",
+  });
+  const capturedBody = capture.signedBodyOf;
 
   const requireAccount =
     (profile: SignatureProfile, bodyOf: (request: FastifyRequest) => Uint8Array | undefined): PreHandler =>

@@ -12,28 +12,22 @@
  */
 import type { FastifyRequest } from "fastify";
 import { HandsafeError } from "../core/errors.ts";
-import {
-  ed25519VerificationKey,
-  nonceRetentionUntil,
-  type ParsedSignature,
-  parseSignature,
-  verifySignature,
-} from "../core/http-signatures/index.ts";
+import type { ParsedSignature } from "../core/http-signatures/index.ts";
 import type { Platform } from "../platform/context.ts";
-import { createBodyCapture, signedRequestView } from "../platform/http/signed-request.ts";
+import {
+  createBodyCapture,
+  createEd25519RequestCheck,
+  signedRequestView,
+} from "../platform/http/signed-request.ts";
 import type { ReplayGuard } from "../platform/replay.ts";
-import { HANDSET_ID, REQUEST_SIGNATURE } from "./protocol.ts";
 import type { MessagingHandset } from "./inbox.ts";
+import { HANDSET_ID, REQUEST_SIGNATURE } from "./protocol.ts";
 import * as store from "./store.ts";
 
 /** Largest signed body kept for the digest check (a reply with a 64 KiB attachment fits). */
 export const MAX_SIGNED_BODY_BYTES = 128 * 1024;
 
 const verified = new WeakMap<FastifyRequest, MessagingHandset>();
-
-function sigError(code: string, message: string): HandsafeError {
-  return new HandsafeError(code, message, { status: 401 });
-}
 
 const capture = createBodyCapture(MAX_SIGNED_BODY_BYTES);
 
@@ -61,64 +55,17 @@ export interface HandsetRequestAuth {
 export function createHandsetRequestAuth(platform: Platform, replay: ReplayGuard): HandsetRequestAuth {
   const db = platform.db as store.Db;
 
-  async function refuse(request: FastifyRequest, error: unknown, keyId?: string): Promise<never> {
-    await platform.audit({
-      actor: keyId && HANDSET_ID.test(keyId) ? `handset:${keyId}` : `ip:${request.ip}`,
-      action: "messaging.handset_request",
-      outcome: "deny",
-      details: {
-        code: error instanceof HandsafeError ? error.code : "internal",
-        route: `${request.method} ${request.routeOptions.url ?? "?"}`,
-      },
-    });
-    throw error;
-  }
-
-  /** Parse → key → verify → nonce, in that order: nothing is claimed before the signature holds. */
-  async function check(
+  const signatureCheck = createEd25519RequestCheck(platform, replay, {
+    scope: "messaging",
+    action: "messaging.handset_request",
+    actorOf: (keyId) => (HANDSET_ID.test(keyId) ? `handset:${keyId}` : undefined),
+    unknownKeyMessage: "keyid names no registered handset",
+  });
+  const check = (
     request: FastifyRequest,
     keyFor: (parsed: ParsedSignature) => Promise<Uint8Array | undefined>,
-  ): Promise<ParsedSignature> {
-    const body = capture.bodyOf(request);
-    const declared = Number(request.headers["content-length"] ?? 0);
-    if (body === undefined && (declared > 0 || request.headers["transfer-encoding"] !== undefined))
-      throw new HandsafeError("internal", "a signed route with a body needs captureBody as preParsing", {
-        status: 500,
-      });
-    let parsed: ParsedSignature;
-    try {
-      parsed = parseSignature(REQUEST_SIGNATURE, request.headers);
-    } catch (e) {
-      return refuse(request, e);
-    }
-    const publicKey = await keyFor(parsed);
-    if (!publicKey)
-      return refuse(
-        request,
-        sigError("signature.unknown_key", "keyid names no registered handset"),
-        parsed.keyId,
-      );
-    try {
-      verifySignature(REQUEST_SIGNATURE, parsed, viewOf(request), ed25519VerificationKey(publicKey), {
-        nowMs: platform.clock(),
-        body,
-      });
-    } catch (e) {
-      return refuse(request, e, parsed.keyId);
-    }
-    const fresh = await replay.claim(
-      `messaging:${parsed.keyId}`,
-      parsed.nonce,
-      nonceRetentionUntil(REQUEST_SIGNATURE, parsed.created),
-    );
-    if (!fresh)
-      return refuse(
-        request,
-        sigError("signature.replayed", "this signature's nonce was already used"),
-        parsed.keyId,
-      );
-    return parsed;
-  }
+  ): Promise<ParsedSignature> =>
+    signatureCheck(request, REQUEST_SIGNATURE, capture.signedBodyOf(request), keyFor);
 
   const requireHandset = async (request: FastifyRequest): Promise<void> => {
     let handset: store.HandsetRow | undefined;

@@ -17,29 +17,6 @@ export interface BlobDownload {
   body: AsyncIterable<Uint8Array>;
 }
 
-/**
- * RFC 9110 §14.2: one `bytes=` range (first-last, first-, -suffix). Anything else is ignored (the
- * whole blob); a range that starts past the end is unsatisfiable.
- */
-export function parseRange(
-  header: string | undefined,
-  size: number,
-): { start: number; end: number } | "unsatisfiable" | undefined {
-  if (header === undefined) return undefined;
-  const m = /^bytes=(\d{0,16})-(\d{0,16})$/.exec(header.trim());
-  if (!m || (m[1] === "" && m[2] === "")) return undefined;
-  if (m[1] === "") {
-    const suffix = Number(m[2]);
-    if (suffix === 0 || size === 0) return "unsatisfiable";
-    return { start: Math.max(0, size - suffix), end: size - 1 };
-  }
-  const start = Number(m[1]);
-  const end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
-  if (m[2] !== "" && Number(m[2]) < start) return undefined;
-  if (start >= size) return "unsatisfiable";
-  return { start, end };
-}
-
 /** Why the store's copy is not the row's: gone, unreadable, another size, another SHA-256. */
 export type BlobDamage = "missing" | "unreadable" | "size" | "sha256";
 

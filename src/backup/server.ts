@@ -13,8 +13,9 @@ import { fromBase64url, toBase64url } from "../core/codec/base64url.ts";
 import { toHex } from "../core/codec/bytes.ts";
 import { verify as verifyEd25519 } from "../core/crypto/ed25519.ts";
 import { HandsafeError } from "../core/errors.ts";
+import { parseRange } from "../platform/http/range.ts";
 import { type PeriodicJob, startPeriodic } from "../platform/periodic.ts";
-import { type BlobDownload, blobDamage, exactly, parseRange } from "./blob-download.ts";
+import { type BlobDownload, blobDamage, exactly } from "./blob-download.ts";
 import { envelopeSigningInput, parseEnvelope } from "./envelope.ts";
 import { ACCOUNT_ID, BLOB_ID, backupUri, blobIdOfUri } from "./protocol.ts";
 import {
@@ -29,7 +30,7 @@ import {
 import * as store from "./store.ts";
 import { BackupUploads } from "./uploads.ts";
 
-export { type BlobDownload, parseRange } from "./blob-download.ts";
+export type { BlobDownload } from "./blob-download.ts";
 export {
   MAX_BLOB_BYTES,
   MAX_ENVELOPE_BYTES,

@@ -13,6 +13,7 @@ import type { ManagementRoutes } from "../management/routes.ts";
 import type { BlobStore } from "../platform/blobs/types.ts";
 import type { Platform } from "../platform/context.ts";
 import { type App, continueWhenRead, deferContinue } from "../platform/http/app.ts";
+import { parseRange } from "../platform/http/range.ts";
 import { wrapContentKey } from "./content.ts";
 import { PackageService, tufPathOf, type UpdatePackage } from "./packages.ts";
 import { TufRepositoryService } from "./repository-service.ts";
@@ -458,28 +459,4 @@ export function registerUpdateRoutes(app: App, platform: Platform, deps: UpdateR
       }
     },
   };
-}
-
-/**
- * One byte range (RFC 9110 §14.1.2): "bytes=a-", "bytes=a-b" (b past the end means to the end),
- * "bytes=-n" (the last n). Undefined means "send everything": no Range, another unit, several
- * ranges or a malformed one (a server may ignore Range, §14.2). A start past the end → unsatisfiable.
- */
-export function parseRange(
-  header: string | undefined,
-  size: number,
-): { start: number; end: number } | "unsatisfiable" | undefined {
-  if (header === undefined) return undefined;
-  const m = /^bytes=(\d{0,15})-(\d{0,15})$/.exec(header.trim());
-  if (!m || (m[1] === "" && m[2] === "")) return undefined;
-  if (m[1] === "") {
-    const suffix = Number(m[2]);
-    if (suffix === 0 || size === 0) return "unsatisfiable";
-    return { start: Math.max(0, size - suffix), end: size - 1 };
-  }
-  const start = Number(m[1]);
-  const end = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
-  if (m[2] !== "" && Number(m[2]) < start) return undefined;
-  if (start >= size) return "unsatisfiable";
-  return { start, end };
 }

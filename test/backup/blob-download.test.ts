@@ -4,9 +4,10 @@
  * the connection drops instead of the client waiting for bytes that never come.
  */
 import { describe, expect, it } from "vitest";
-import { blobDamage, exactly, parseRange } from "../../src/backup/blob-download.ts";
+import { blobDamage, exactly } from "../../src/backup/blob-download.ts";
 import { HandsafeError, isHandsafeError } from "../../src/core/errors.ts";
 import type { BlobInfo, BlobStore } from "../../src/platform/blobs/types.ts";
+import { parseRange } from "../../src/platform/http/range.ts";
 
 const SHA = "ab".repeat(32);
 

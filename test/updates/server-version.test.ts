@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { parseRange } from "../../src/platform/http/range.ts";
 import { applyImageDelta, createImageDelta } from "../../src/updates/delta.ts";
-import { parseRange } from "../../src/updates/routes.ts";
 import { checkVersionRange, compareVersions, parseVersion, satisfies } from "../../src/updates/version.ts";
 
 const code = (fn: () => unknown) => {

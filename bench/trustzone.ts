@@ -29,7 +29,7 @@ import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { sql } from "kysely";
 import { adminClient } from "../src/cli/connect.ts";
-import { containerKeyOf, ManagerLink, openedPackage, ZoneLink, zoneBundleOf } from "../src/cli/tsm.ts";
+import { containerKeyOf, ManagerLink, openedPackage, zoneBundleOf } from "../src/cli/tsm.ts";
 import { toBase64url } from "../src/core/codec/base64url.ts";
 import { concatBytes, utf8 } from "../src/core/codec/bytes.ts";
 import { AEAD_NONCE_LENGTH, aesGcmOpen, aesGcmSeal } from "../src/core/crypto/aead.ts";
@@ -55,6 +55,7 @@ import {
   u32be,
 } from "../src/trustzone/protocol.ts";
 import type { ProvisioningBundle } from "../src/trustzone/server.ts";
+import { ZoneLink } from "../src/trustzone/zone-link.ts";
 import { forDuration, opsPerSecond } from "./timing.ts";
 import type { BenchResult } from "./types.ts";
 

@@ -4,6 +4,7 @@
  * pulling their signals over pinned HTTPS, signed with ZRK by the zone itself (zone.signRequest);
  * service managers as a test would write one: an API key, an X25519 key pair, and protocol.ts.
  */
+
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,8 +13,6 @@ import { utf8 } from "../../src/core/codec/bytes.ts";
 import { generateHpkeKeyPair, type HpkeKeyPair } from "../../src/core/crypto/hpke.ts";
 import { randomBytes } from "../../src/core/crypto/random.ts";
 import { isHandsafeError } from "../../src/core/errors.ts";
-import { contentDigest, requestViewOfUrl, signatureBase } from "../../src/core/http-signatures/index.ts";
-import type { Parameters } from "../../src/core/http-signatures/structured-fields.ts";
 import type { HttpClient } from "../../src/handset/http-client.ts";
 import { MemoryKeystore } from "../../src/handset/keystore.ts";
 import { createNodeHttpClient } from "../../src/handset/node-transport.ts";
@@ -26,10 +25,9 @@ import {
   type RelayCommand,
   relayProof,
   sealPackage,
-  ZONE_REQUEST_SIGNATURE,
-  type ZoneSignal,
 } from "../../src/trustzone/protocol.ts";
 import type { ProvisioningBundle } from "../../src/trustzone/server.ts";
+import { ZoneLink } from "../../src/trustzone/zone-link.ts";
 import { createTestDatabase, type DatabaseKind } from "../helpers/databases.ts";
 
 export interface Clock {
@@ -77,23 +75,11 @@ export interface SubKey {
   ck(i: number): Uint8Array;
 }
 
-/** A SecureZone and the loop a handset runs for it: pull signals and commands, apply, report. */
-export class ZoneDriver {
-  constructor(
-    readonly zone: SecureZone,
-    readonly http: HttpClient,
-    readonly baseUrl: string,
-  ) {}
-
-  get zoneId(): string {
-    return this.zone.zoneId!;
-  }
-
-  /** The zone's request, signed RFC 9421 hmac-sha256 under ZRK: the HMAC is computed inside the zone. */
-  signed<T>(method: string, path: string, json?: unknown): Promise<{ status: number; body: T }> {
-    return this.send<T>(method, path, json, this.signatureHeaders(method, path, json));
-  }
-
+/**
+ * The SDK's ZoneLink (src/trustzone/zone-link.ts: signed requests, the pull → apply → report loop)
+ * plus what only a test wants: a request sent with headers it chose (a replayed signature).
+ */
+export class ZoneDriver extends ZoneLink {
   /** Sends a request with the given (e.g. replayed) signature headers. */
   send<T>(
     method: string,
@@ -102,77 +88,6 @@ export class ZoneDriver {
     headers: Record<string, string>,
   ): Promise<{ status: number; body: T }> {
     return this.http.request<T>(method, path, { ...(json === undefined ? {} : { json }), headers });
-  }
-
-  signatureHeaders(method: string, path: string, json?: unknown): Record<string, string> {
-    const body = json === undefined ? undefined : utf8(JSON.stringify(json));
-    const added: Record<string, string> = body ? { "content-digest": contentDigest(body) } : {};
-    const components = [...ZONE_REQUEST_SIGNATURE.requiredComponents, ...(body ? ["content-digest"] : [])];
-    const view = requestViewOfUrl(method, this.baseUrl + path, added);
-    const params: Parameters = [
-      ["created", Math.floor(Date.now() / 1000)],
-      ["keyid", this.zoneId],
-      ["nonce", toBase64url(randomBytes(16))],
-      ["alg", ZONE_REQUEST_SIGNATURE.alg],
-      ["tag", ZONE_REQUEST_SIGNATURE.tag],
-    ];
-    const { base, signatureParams } = signatureBase(view, components, params);
-    const mac = this.zone.signRequest(utf8(base));
-    const label = ZONE_REQUEST_SIGNATURE.label;
-    return {
-      ...added,
-      "signature-input": `${label}=${signatureParams}`,
-      signature: `${label}=:${Buffer.from(mac).toString("base64")}:`,
-    };
-  }
-
-  /** One round: every signal applied in order (a refused one reported), every command answered. */
-  async sync(): Promise<{ applied: ZoneSignal["type"][]; rejected: string[]; relay: number }> {
-    const { body } = await this.signed<{
-      signals: Array<{ signal: ZoneSignal; mac: string }>;
-      relay: Array<{ id: string; command: RelayCommand; proof: string }>;
-    }>("GET", "/v1/tsm/zone/signals");
-    const applied: ZoneSignal["type"][] = [];
-    const rejected: Array<{ seq: number; code: string }> = [];
-    for (const { signal, mac } of body.signals) {
-      try {
-        applied.push((await this.zone.applySignal(signal, mac)).type);
-      } catch (e) {
-        if (!isHandsafeError(e)) throw e;
-        rejected.push({ seq: signal.seq, code: e.code });
-      }
-    }
-    const relay: Array<{ id: string; ok: boolean; result?: Record<string, unknown>; code?: string }> = [];
-    for (const { id, command, proof } of body.relay) {
-      try {
-        const r = await this.zone.relay(command, proof);
-        relay.push({
-          id,
-          ok: true,
-          result: {
-            op: r.op,
-            ...(r.package === undefined ? {} : { package: toBase64url(r.package) }),
-            ...(r.deleted === undefined ? {} : { deleted: r.deleted }),
-            ...(r.names === undefined ? {} : { names: r.names }),
-            ...(r.op === "put" ? { bytes: this.zone.masterView()[command.container]?.bytes ?? 0 } : {}),
-          },
-        });
-      } catch (e) {
-        if (!isHandsafeError(e)) throw e;
-        relay.push({ id, ok: false, code: e.code });
-      }
-    }
-    const locked = this.zone
-      .masterView()
-      .filter((c) => c.state === "locked")
-      .map((c) => c.index);
-    await this.signed("POST", "/v1/tsm/zone/reports", {
-      applied: this.zone.lastSeq,
-      ...(rejected.length ? { rejected } : {}),
-      ...(relay.length ? { relay } : {}),
-      ...(locked.length ? { locked } : {}),
-    });
-    return { applied, rejected: rejected.map((r) => r.code), relay: relay.length };
   }
 }
 
@@ -290,7 +205,7 @@ export async function startTrustzoneServer(
         now: () => clock.ms,
       });
       await deliver(zone, bundle);
-      return { driver: new ZoneDriver(zone, client(), server.url), bundle };
+      return { driver: new ZoneDriver(zone, client()), bundle };
     },
     deliver,
     async issue(managerId, zoneId, opts = {}) {

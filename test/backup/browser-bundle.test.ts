@@ -1,16 +1,8 @@
-/**
- * The backup SDK in a browser bundle: BackupClient, item-crypto, the envelope and the identity
- * module with no node:* module in their import graph (the folder data store is Node's and stays
- * out), the noble crypto backend chosen — and that bundle creates a WIM, backs up to our real
- * server (over a transport handed in from outside, as a page would hand in fetch) and restores.
- */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { build } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DataStores, StagingWriter, StoredItem } from "../../src/backup/data-store-types.ts";
 import { createNodeTransport } from "../../src/handset/node-transport.ts";
+import { type BrowserBundle, buildBrowserBundle, hasNodeImports } from "../helpers/browser-bundle.ts";
 import { startTestServer, type TestServer } from "../helpers/server.ts";
 
 type Bundle = typeof import("./browser-entry.ts");
@@ -51,40 +43,22 @@ class MemoryStores implements DataStores {
 }
 
 describe("the backup SDK in a browser bundle", () => {
-  const out = mkdtempSync(join(tmpdir(), "handsafe-backup-sdk-"));
+  let bundle: BrowserBundle<Bundle> | undefined;
   let srv: TestServer;
   let sdk: Bundle;
   beforeAll(async () => {
-    await build({
-      configFile: false,
-      logLevel: "silent",
-      root: join(import.meta.dirname, "../.."),
-      resolve: { conditions: ["browser", "module", "import", "default"] },
-      build: {
-        outDir: out,
-        emptyOutDir: true,
-        minify: false,
-        lib: {
-          entry: join(import.meta.dirname, "browser-entry.ts"),
-          formats: ["es"],
-          fileName: "backup-sdk",
-        },
-        rollupOptions: { external: [] },
-      },
-    });
-    sdk = (await import(join(out, "backup-sdk.js"))) as Bundle;
+    bundle = await buildBrowserBundle<Bundle>(join(import.meta.dirname, "browser-entry.ts"), "backup-sdk");
+    sdk = bundle.module;
     srv = await startTestServer("sqlite");
   }, 120_000);
   afterAll(async () => {
     await srv?.close();
-    rmSync(out, { recursive: true, force: true });
+    bundle?.remove();
   });
 
   it("has no node:* import, no Node data store, and runs on the web backend", () => {
-    const code = readFileSync(join(out, "backup-sdk.js"), "utf8");
-    expect(code).not.toMatch(/from\s+["']node:/);
-    expect(code).not.toMatch(/require\(["']node:/);
-    expect(code).not.toMatch(/import\(["']node:/);
+    const code = bundle!.code;
+    expect(hasNodeImports(code)).toBe(false);
     expect(code).not.toContain("FolderDataStores");
     expect(code).not.toContain("createBackupRequestAuth");
     expect(sdk.cryptoBackend.name).toBe("web");

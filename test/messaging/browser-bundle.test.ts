@@ -1,52 +1,28 @@
-/**
- * The messaging SDK in a browser bundle: no node:* module in its import graph, the noble crypto
- * backend chosen — and that bundle registers a handset and opens a message from our real server
- * (over a transport handed in from outside, as a page would hand in fetch).
- */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { build } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createNodeTransport } from "../../src/handset/node-transport.ts";
+import { type BrowserBundle, buildBrowserBundle, hasNodeImports } from "../helpers/browser-bundle.ts";
 import { type MessagingHarness, startMessagingServer } from "./harness.ts";
 
 type Bundle = typeof import("./browser-entry.ts");
 
 describe("the messaging SDK in a browser bundle", () => {
-  const out = mkdtempSync(join(tmpdir(), "handsafe-msg-sdk-"));
+  let bundle: BrowserBundle<Bundle> | undefined;
   let t: MessagingHarness;
   let sdk: Bundle;
   beforeAll(async () => {
-    await build({
-      configFile: false,
-      logLevel: "silent",
-      root: join(import.meta.dirname, "../.."),
-      resolve: { conditions: ["browser", "module", "import", "default"] },
-      build: {
-        outDir: out,
-        emptyOutDir: true,
-        minify: false,
-        lib: {
-          entry: join(import.meta.dirname, "browser-entry.ts"),
-          formats: ["es"],
-          fileName: "messaging-sdk",
-        },
-        rollupOptions: { external: [] },
-      },
-    });
-    sdk = (await import(join(out, "messaging-sdk.js"))) as Bundle;
+    bundle = await buildBrowserBundle<Bundle>(join(import.meta.dirname, "browser-entry.ts"), "messaging-sdk");
+    sdk = bundle.module;
     t = await startMessagingServer("sqlite");
   }, 120_000);
   afterAll(async () => {
     await t?.close();
-    rmSync(out, { recursive: true, force: true });
+    bundle?.remove();
   });
 
   it("has no node:* import and runs on the web backend", () => {
-    const code = readFileSync(join(out, "messaging-sdk.js"), "utf8");
-    expect(code).not.toMatch(/from\s+["']node:/);
-    expect(code).not.toMatch(/require\(["']node:/);
+    const code = bundle!.code;
+    expect(hasNodeImports(code)).toBe(false);
     expect(sdk.cryptoBackend.name).toBe("web");
   });
 

@@ -4,16 +4,15 @@
  * crypto backend chosen — and that bundle's zone verifies a token, derives a sub-key, and keeps a
  * manager's package, as a page would run it.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
-import { build } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fromUtf8, utf8 } from "../../src/core/codec/bytes.ts";
 import { generateSigningKey } from "../../src/core/crypto/ed25519.ts";
 import { generateHpkeKeyPair } from "../../src/core/crypto/hpke.ts";
 import { randomBytes } from "../../src/core/crypto/random.ts";
 import { issueToken, newTokenId } from "../../src/trustzone/protocol.ts";
+import { type BrowserBundle, buildBrowserBundle, hasNodeImports } from "../helpers/browser-bundle.ts";
 
 type Bundle = typeof import("./browser-entry.ts");
 
@@ -54,34 +53,17 @@ describe("the secure zone's import graph", () => {
 });
 
 describe("the secure zone in a browser bundle", () => {
-  const out = mkdtempSync(join(tmpdir(), "handsafe-tz-sdk-"));
+  let bundle: BrowserBundle<Bundle> | undefined;
   let sdk: Bundle;
   beforeAll(async () => {
-    await build({
-      configFile: false,
-      logLevel: "silent",
-      root,
-      resolve: { conditions: ["browser", "module", "import", "default"] },
-      build: {
-        outDir: out,
-        emptyOutDir: true,
-        minify: false,
-        lib: {
-          entry: join(import.meta.dirname, "browser-entry.ts"),
-          formats: ["es"],
-          fileName: "trustzone-sdk",
-        },
-        rollupOptions: { external: [] },
-      },
-    });
-    sdk = (await import(join(out, "trustzone-sdk.js"))) as Bundle;
+    bundle = await buildBrowserBundle<Bundle>(join(import.meta.dirname, "browser-entry.ts"), "trustzone-sdk");
+    sdk = bundle.module;
   }, 120_000);
-  afterAll(() => rmSync(out, { recursive: true, force: true }));
+  afterAll(() => bundle?.remove());
 
   it("has no node:* import and runs on the web backend", () => {
-    const code = readFileSync(join(out, "trustzone-sdk.js"), "utf8");
-    expect(code).not.toMatch(/from\s+["']node:/);
-    expect(code).not.toMatch(/require\(["']node:/);
+    const code = bundle!.code;
+    expect(hasNodeImports(code)).toBe(false);
     expect(code).not.toMatch(/better-sqlite3|kysely|fastify/);
     expect(sdk.cryptoBackend.name).toBe("web");
   });

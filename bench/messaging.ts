@@ -12,20 +12,19 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { sql } from "kysely";
-import { randomToken } from "../src/core/crypto/random.ts";
 import { adminClient } from "../src/cli/connect.ts";
 import type { HttpClient } from "../src/handset/http-client.ts";
 import { MemoryKeystore } from "../src/handset/keystore.ts";
 import { createNodeHttpClient } from "../src/handset/node-transport.ts";
-import { MessagingApp } from "../src/messaging/handset.ts";
 import { OutboxLine } from "../src/handset/outbox-line.ts";
+import { MessagingApp } from "../src/messaging/handset.ts";
 import { SimulatedMessagingHandset } from "../src/messaging/simulator.ts";
 import { bearerToken } from "../src/platform/auth/guard.ts";
 import { loadConfig } from "../src/platform/config.ts";
 import { type RunningServer, startServer } from "../src/platform/server.ts";
-import type { BenchResult } from "./types.ts";
+import { CEILING_PATH, ceilingRoute } from "./ceiling-route.ts";
 import { forDuration } from "./timing.ts";
+import type { BenchResult } from "./types.ts";
 
 const CONCURRENCY = 8;
 const MEASURE_MS = 3000;
@@ -46,24 +45,9 @@ export async function benchMessaging(): Promise<BenchResult[]> {
       HANDSAFE_SMS_PER_NUMBER_PER_HOUR: "0",
       HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT: "0",
     }),
-    extend: async (app, platform) => {
-      await sql`create table if not exists bench_ceiling (id text primary key, sender_id text not null, body text not null, created_at bigint not null)`.execute(
-        platform.db,
-      );
-      app.post("/bench/ceiling", async (request, reply) => {
-        const sender = await running!.messaging.service.authenticateSender(bearerToken(request), request.ip);
-        await platform.db
-          .insertInto("bench_ceiling")
-          .values({
-            id: randomToken(12),
-            sender_id: sender.id,
-            body: JSON.stringify(request.body),
-            created_at: Date.now(),
-          })
-          .execute();
-        return reply.status(202).send({ ok: true });
-      });
-    },
+    extend: ceilingRoute((request) =>
+      running!.messaging.service.authenticateSender(bearerToken(request), request.ip),
+    ),
   });
   running = server;
   const clients: HttpClient[] = [];
@@ -89,11 +73,11 @@ export async function benchMessaging(): Promise<BenchResult[]> {
     // Warm both paths.
     for (const c of senders) {
       await post(c, nextNumber());
-      await c.post("/bench/ceiling", { to: nextNumber(), body: text });
+      await c.post(CEILING_PATH, { to: nextNumber(), body: text });
     }
     const ceiling = await forDuration(
       MEASURE_MS,
-      senders.map((c) => () => c.post("/bench/ceiling", { to: nextNumber(), body: text })),
+      senders.map((c) => () => c.post(CEILING_PATH, { to: nextNumber(), body: text })),
     );
     const unregistered = await forDuration(
       MEASURE_MS,

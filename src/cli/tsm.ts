@@ -3,7 +3,7 @@
  * carrier's admin API, the service managers' API and the zone SDK (handset/secure-zone.ts):
  *
  * the carrier (admin token, as `handsafe admin …`):
- *   handsafe tsm managers                                  managers registered (from the audit log) and their state
+ *   handsafe tsm managers                                  managers registered and their state
  *   handsafe tsm manager <id> / validate <id> / reject <id> --reason R
  *   handsafe tsm zone-create --user-info U [--containers N] (--out bundle.json | --zone-dir ZDIR)
  *   handsafe tsm token --manager M --zone Z (--count N | --containers 0,1) [--max-uses 1] [--expires 1d]
@@ -892,37 +892,12 @@ async function outputBundle(
 }
 
 function registerCarrierCommands(tsm: Command): void {
-  withServer(
-    tsm
-      .command("managers")
-      .description("the service managers registered (read from the audit log) and their state"),
-  )
+  withServer(tsm.command("managers").description("the service managers registered and their state"))
     .option("--json", "print the answer as JSON")
     .action(async (o: AdminOptions & { json?: boolean }) =>
       withAdmin(o, async (c) => {
-        // The API has no list of managers; every registration is audited, so the audit log is the list.
-        const ids: string[] = [];
-        for (let after = 0; ; ) {
-          const { records } = (
-            await c.get<{
-              records: Array<{ seq: number; action: string; subject: string | null; outcome: string }>;
-            }>(`/v1/admin/audit?after=${after}&limit=1000`)
-          ).body;
-          for (const r of records)
-            if (
-              r.action === "tsm.manager_registered" &&
-              r.outcome === "allow" &&
-              r.subject?.startsWith("manager:")
-            )
-              ids.push(r.subject.slice("manager:".length));
-          if (records.length < 1000) break;
-          after = records[records.length - 1]!.seq;
-        }
-        const views: Array<Record<string, unknown>> = [];
-        for (const id of ids)
-          views.push(
-            (await c.get<Record<string, unknown>>(`/v1/admin/tsm/managers/${encodeURIComponent(id)}`)).body,
-          );
+        const views = (await c.get<{ managers: Array<Record<string, unknown>> }>("/v1/admin/tsm/managers"))
+          .body.managers;
         if (o.json) return print(views);
         if (views.length === 0) return say("no service managers");
         for (const v of views)

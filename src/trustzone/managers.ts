@@ -162,6 +162,17 @@ export async function reviewApplication(
 export async function managerView(svc: TrustzoneCore, id: string): Promise<Record<string, unknown>> {
   const m = await store.findManager(svc.db, id);
   if (!m) throw notFound("manager");
+  return viewOf(svc, m);
+}
+
+/** Every registered manager with its review state, for the carrier. */
+export async function listManagerViews(svc: TrustzoneCore): Promise<Array<Record<string, unknown>>> {
+  const views: Array<Record<string, unknown>> = [];
+  for (const m of await store.listManagers(svc.db)) views.push(await viewOf(svc, m));
+  return views;
+}
+
+async function viewOf(svc: TrustzoneCore, m: store.ManagerRow): Promise<Record<string, unknown>> {
   return {
     managerId: m.id,
     name: m.name,

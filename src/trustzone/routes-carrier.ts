@@ -6,6 +6,22 @@ export function registerCarrierRoutes(ctx: RouteContext): void {
   // --- the carrier ----------------------------------------------------------------------------------
 
   app.get(
+    "/v1/admin/tsm/managers",
+    {
+      schema: {
+        tags: ["trustzone"],
+        summary: "Every registered service manager and its review state",
+        security: [{ bearer: [] }],
+        response: { 200: Loose, 401: ErrorBody, 403: ErrorBody },
+      },
+    },
+    async (request) => {
+      await carrier(request, "tsm.managers_listed", "managers");
+      return { managers: await service.listManagers() };
+    },
+  );
+
+  app.get(
     "/v1/admin/tsm/managers/:id",
     {
       schema: {

@@ -60,6 +60,10 @@ export class TrustzoneService extends TrustzoneCore {
     return managers.managerView(this, id);
   }
 
+  listManagers(): Promise<Array<Record<string, unknown>>> {
+    return managers.listManagerViews(this);
+  }
+
   // --- zones ------------------------------------------------------------------------------------
 
   /** A new zone with a fresh ZMK at epoch 1. */

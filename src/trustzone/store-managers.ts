@@ -136,6 +136,12 @@ export async function insertManager(db: Db, m: ManagerRow): Promise<void> {
   });
 }
 
+/** Every manager, oldest first (a carrier's fleet of service managers is small: no paging). */
+export async function listManagers(db: Db): Promise<ManagerRow[]> {
+  const rows = await db.selectFrom("tsm_managers").selectAll().orderBy("created_at").orderBy("id").execute();
+  return rows.map(toManager);
+}
+
 export async function findManager(db: Db, id: string): Promise<ManagerRow | undefined> {
   const r = await db.selectFrom("tsm_managers").selectAll().where("id", "=", id).executeTakeFirst();
   return r ? toManager(r) : undefined;

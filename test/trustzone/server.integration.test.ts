@@ -56,6 +56,12 @@ describe.each(databaseKinds)("trust-zone server on %s", (kind) => {
       );
       expect(view.body.state).toBe("validated");
       expect(view.body.applications[0]!.state).toBe("validated");
+      // The carrier's list holds the same view; a manager's own key does not open it.
+      const { body: list } = await h.admin.get<{ managers: Array<{ managerId: string; state: string }> }>(
+        "/v1/admin/tsm/managers",
+      );
+      expect(list.managers.find((m) => m.managerId === bank.id)).toEqual(view.body);
+      expect(await codeOf(bank.http.get("/v1/admin/tsm/managers"))).toMatch(/^auth\./);
 
       const issued = await h.issue(bank.id, bundle.zoneId, {
         count: 2,

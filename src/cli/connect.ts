@@ -5,7 +5,7 @@ import { createInterface } from "node:readline";
 import { HandsafeError } from "../core/errors.ts";
 import { FolderKeystore } from "../handset/folder-keystore.ts";
 import { Handset, type ServerAddress } from "../handset/handset.ts";
-import type { HttpClient } from "../handset/http-client.ts";
+import { type HttpClient, withHeaders } from "../handset/http-client.ts";
 import { createNodeHttpClient } from "../handset/node-transport.ts";
 import { readAdminToken, readServerInfo } from "../platform/server.ts";
 
@@ -50,19 +50,7 @@ export function pinnedClient(server: ServerAddress): HttpClient {
 
 /** An HTTP client that sends the admin token with every request. */
 export function adminClient(server: ServerAddress, token: string): HttpClient {
-  const inner = pinnedClient(server);
-  const auth = { authorization: `Bearer ${token}` };
-  const client: HttpClient = {
-    baseUrl: inner.baseUrl,
-    pin: inner.pin,
-    close: () => inner.close(),
-    request: (method, path, opts = {}) =>
-      inner.request(method, path, { ...opts, headers: { ...auth, ...opts.headers } }),
-    get: (path, opts = {}) => client.request("GET", path, opts),
-    post: (path, json, opts = {}) => client.request("POST", path, { ...opts, json }),
-    delete: (path, opts = {}) => client.request("DELETE", path, opts),
-  };
-  return client;
+  return withHeaders(pinnedClient(server), { authorization: `Bearer ${token}` });
 }
 
 export async function readPassphrase(options: { passphraseFile?: string }): Promise<string> {

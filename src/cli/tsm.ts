@@ -185,6 +185,7 @@ export function openedPackage(view: RelayView, key: ContainerKey): Uint8Array | 
 }
 
 /** A bearer-authenticated client (a manager's API key). */
+/** A manager's client: its API key as the bearer token. */
 export function bearerClient(server: ServerAddress, key: string): HttpClient {
   return adminClient(server, key);
 }

@@ -91,6 +91,21 @@ export interface HttpClient {
 
 const METHOD = /^[A-Z]+$/;
 
+/** `base` with `headers` on every request (a request's own headers win): e.g. a bearer token. */
+export function withHeaders(base: HttpClient, headers: Record<string, string>): HttpClient {
+  const client: HttpClient = {
+    baseUrl: base.baseUrl,
+    pin: base.pin,
+    close: () => base.close(),
+    request: (method, path, opts = {}) =>
+      base.request(method, path, { ...opts, headers: { ...headers, ...opts.headers } }),
+    get: (path, opts = {}) => client.request("GET", path, opts),
+    post: (path, json, opts = {}) => client.request("POST", path, { ...opts, json }),
+    delete: (path, opts = {}) => client.request("DELETE", path, opts),
+  };
+  return client;
+}
+
 export function createHttpClient(options: HttpClientOptions): HttpClient {
   const baseUrl = normaliseBaseUrl(options.baseUrl);
   const transport = options.transport ?? createFetchTransport(options.fetchImpl);

@@ -4,10 +4,8 @@
  * id) over raw HTTPS — so a test can send any bytes, any header, a replay, or cut a body midway.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Kysely } from "kysely";
 import { encodeEnvelope, envelopeSigningInput } from "../../src/backup/envelope.ts";
 import {
@@ -27,14 +25,11 @@ import {
   type SignatureProfile,
   signRequest,
 } from "../../src/core/http-signatures/index.ts";
-import { loadConfig } from "../../src/platform/config.ts";
-import { type RunningServer, startServer } from "../../src/platform/server.ts";
-import { createTestDatabase, type DatabaseKind } from "../helpers/databases.ts";
+import type { RunningServer } from "../../src/platform/server.ts";
+import type { DatabaseKind } from "../helpers/databases.ts";
+import { type Clock, movableClock, startTestServer } from "../helpers/server.ts";
 
-export interface Clock {
-  ms: number;
-  advance(ms: number): void;
-}
+export type { Clock };
 
 export interface RawResponse {
   status: number;
@@ -161,23 +156,10 @@ export async function startBackupServer(
   kind: DatabaseKind,
   env: Record<string, string> = {},
 ): Promise<BackupHarness> {
-  const database = await createTestDatabase(kind);
-  const dataDir = mkdtempSync(join(tmpdir(), "handsafe-bk-"));
-  const clock: Clock = {
-    ms: Date.now(),
-    advance(ms) {
-      this.ms += ms;
-    },
-  };
-  const config = loadConfig({
-    HANDSAFE_DATA_DIR: dataDir,
-    HANDSAFE_PORT: "0",
-    HANDSAFE_DATABASE_URL: database.url,
-    HANDSAFE_LOG_LEVEL: "silent",
-    HANDSAFE_RATE_LIMIT: "0",
-    ...env,
-  });
-  const server = await startServer({ config, clock: () => clock.ms });
+  const clock = movableClock();
+  const t = await startTestServer(kind, env, { clock: () => clock.ms });
+  const { server } = t;
+  const config = server.platform.config;
   const ca = readFileSync(config.tls.certPath, "utf8");
   const base = new URL(server.url);
 
@@ -337,10 +319,6 @@ export async function startBackupServer(
       }
       return a;
     },
-    async close() {
-      await server.close();
-      await database.drop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
+    close: () => t.close(),
   };
 }

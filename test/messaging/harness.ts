@@ -1,29 +1,17 @@
-/**
- * A real handsafe server for the messaging tests, on the database kind asked for, with a clock the
- * test moves, the built-in SMS centre as the phone network, and (optionally) the webhook dispatcher
- * trusting a local self-signed receiver. Apps are the real SDK over pinned HTTPS.
- */
-import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { fromBase64url } from "../../src/core/codec/base64url.ts";
-import type { HttpClient } from "../../src/handset/http-client.ts";
+import { type HttpClient, withHeaders } from "../../src/handset/http-client.ts";
 import { type Keystore, MemoryKeystore } from "../../src/handset/keystore.ts";
-import { createNodeHttpClient } from "../../src/handset/node-transport.ts";
-import { MessagingApp } from "../../src/messaging/handset.ts";
 import { OutboxLine } from "../../src/handset/outbox-line.ts";
+import { MessagingApp } from "../../src/messaging/handset.ts";
 import { SimulatedMessagingHandset } from "../../src/messaging/simulator.ts";
-import { loadConfig } from "../../src/platform/config.ts";
-import { type RunningServer, startServer } from "../../src/platform/server.ts";
+import type { RunningServer } from "../../src/platform/server.ts";
 import { createSelfSignedCertificate, type ServerCertificate } from "../../src/platform/tls.ts";
-import { createTestDatabase, type DatabaseKind } from "../helpers/databases.ts";
+import type { DatabaseKind } from "../helpers/databases.ts";
+import { type Clock, movableClock, startTestServer } from "../helpers/server.ts";
 
-export interface Clock {
-  ms: number;
-  advance(ms: number): void;
-}
+export type { Clock };
 
 export interface TestSender {
   id: string;
@@ -48,52 +36,23 @@ export interface MessagingHarness {
   close(): Promise<void>;
 }
 
-function withHeaders(base: HttpClient, headers: Record<string, string>): HttpClient {
-  const c: HttpClient = {
-    ...base,
-    request: (method, path, opts = {}) =>
-      base.request(method, path, { ...opts, headers: { ...headers, ...opts.headers } }),
-    get: (path, opts = {}) => c.request("GET", path, opts),
-    post: (path, json, opts = {}) => c.request("POST", path, { ...opts, json }),
-    delete: (path, opts = {}) => c.request("DELETE", path, opts),
-  };
-  return c;
-}
-
 export async function startMessagingServer(
   kind: DatabaseKind,
   options: { env?: Record<string, string>; webhookCa?: string } = {},
 ): Promise<MessagingHarness> {
-  const database = await createTestDatabase(kind);
-  const dataDir = mkdtempSync(join(tmpdir(), "handsafe-msg-"));
-  const clock: Clock = {
-    ms: Date.now(),
-    advance(ms) {
-      this.ms += ms;
+  const clock = movableClock();
+  const t = await startTestServer(
+    kind,
+    {
+      HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT: "0",
+      HANDSAFE_SMS_PER_NUMBER_PER_HOUR: "0",
+      HANDSAFE_MESSAGING_APP_URL: "https://get.handsafe.example/app",
+      ...options.env,
     },
-  };
-  const config = loadConfig({
-    HANDSAFE_DATA_DIR: dataDir,
-    HANDSAFE_PORT: "0",
-    HANDSAFE_DATABASE_URL: database.url,
-    HANDSAFE_LOG_LEVEL: "silent",
-    HANDSAFE_RATE_LIMIT: "0",
-    HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT: "0",
-    HANDSAFE_SMS_PER_NUMBER_PER_HOUR: "0",
-    HANDSAFE_MESSAGING_APP_URL: "https://get.handsafe.example/app",
-    ...options.env,
-  });
-  const server = await startServer({
-    config,
-    clock: () => clock.ms,
-    ...(options.webhookCa ? { webhooks: { ca: options.webhookCa, pollIntervalMs: 50, jitter: 0 } } : {}),
-  });
-  const clients: Array<{ close(): void }> = [];
-  const client = () => {
-    const c = createNodeHttpClient({ baseUrl: server.url, pin: server.pin });
-    clients.push(c);
-    return c;
-  };
+    { clock: () => clock.ms, ...(options.webhookCa ? { webhookCa: options.webhookCa } : {}) },
+  );
+  const { server, dataDir } = t;
+  const client = t.client;
   const admin = withHeaders(client(), { authorization: `Bearer ${server.adminToken}` });
   const phone = (number: string) => new OutboxLine(admin, number, { timeoutMs: 10_000 });
   return {
@@ -120,12 +79,7 @@ export async function startMessagingServer(
       const app = await MessagingApp.open({ http: client(), keystore, clock: () => clock.ms });
       return new SimulatedMessagingHandset(app, phone(number));
     },
-    async close() {
-      for (const c of clients) c.close();
-      await server.close();
-      await database.drop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
+    close: () => t.close(),
   };
 }
 

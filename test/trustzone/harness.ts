@@ -5,20 +5,15 @@
  * service managers as a test would write one: an API key, an X25519 key pair, and protocol.ts.
  */
 
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { fromBase64url, toBase64url } from "../../src/core/codec/base64url.ts";
 import { utf8 } from "../../src/core/codec/bytes.ts";
 import { generateHpkeKeyPair, type HpkeKeyPair } from "../../src/core/crypto/hpke.ts";
 import { randomBytes } from "../../src/core/crypto/random.ts";
 import { isHandsafeError } from "../../src/core/errors.ts";
-import type { HttpClient } from "../../src/handset/http-client.ts";
+import { type HttpClient, withHeaders } from "../../src/handset/http-client.ts";
 import { MemoryKeystore } from "../../src/handset/keystore.ts";
-import { createNodeHttpClient } from "../../src/handset/node-transport.ts";
 import { SecureZone } from "../../src/handset/secure-zone.ts";
-import { loadConfig } from "../../src/platform/config.ts";
-import { type RunningServer, startServer } from "../../src/platform/server.ts";
+import type { RunningServer } from "../../src/platform/server.ts";
 import {
   deriveContainerKey,
   openSubKey,
@@ -28,24 +23,11 @@ import {
 } from "../../src/trustzone/protocol.ts";
 import type { ProvisioningBundle } from "../../src/trustzone/server.ts";
 import { ZoneLink } from "../../src/trustzone/zone-link.ts";
-import { createTestDatabase, type DatabaseKind } from "../helpers/databases.ts";
+import type { DatabaseKind } from "../helpers/databases.ts";
+import { type Clock, movableClock, startTestServer } from "../helpers/server.ts";
 
-export interface Clock {
-  ms: number;
-  advance(ms: number): void;
-}
-
-export function withHeaders(base: HttpClient, headers: Record<string, string>): HttpClient {
-  const c: HttpClient = {
-    ...base,
-    request: (method, path, opts = {}) =>
-      base.request(method, path, { ...opts, headers: { ...headers, ...opts.headers } }),
-    get: (path, opts = {}) => c.request("GET", path, opts),
-    post: (path, json, opts = {}) => c.request("POST", path, { ...opts, json }),
-    delete: (path, opts = {}) => c.request("DELETE", path, opts),
-  };
-  return c;
-}
+export type { Clock };
+export { withHeaders };
 
 /** The error code of a refused call (the test fails when the call succeeds). */
 export async function codeOf(p: Promise<unknown>): Promise<string> {
@@ -129,33 +111,13 @@ export async function startTrustzoneServer(
   kind: DatabaseKind,
   options: { env?: Record<string, string>; webhookCa?: string } = {},
 ): Promise<TrustzoneHarness> {
-  const database = await createTestDatabase(kind);
-  const dataDir = mkdtempSync(join(tmpdir(), "handsafe-tsm-"));
-  const clock: Clock = {
-    ms: Date.now(),
-    advance(ms) {
-      this.ms += ms;
-    },
-  };
-  const config = loadConfig({
-    HANDSAFE_DATA_DIR: dataDir,
-    HANDSAFE_PORT: "0",
-    HANDSAFE_DATABASE_URL: database.url,
-    HANDSAFE_LOG_LEVEL: "silent",
-    HANDSAFE_RATE_LIMIT: "0",
-    ...options.env,
-  });
-  const server = await startServer({
-    config,
+  const clock = movableClock();
+  const t = await startTestServer(kind, options.env ?? {}, {
     clock: () => clock.ms,
-    ...(options.webhookCa ? { webhooks: { ca: options.webhookCa, pollIntervalMs: 50, jitter: 0 } } : {}),
+    ...(options.webhookCa ? { webhookCa: options.webhookCa } : {}),
   });
-  const clients: Array<{ close(): void }> = [];
-  const client = () => {
-    const c = createNodeHttpClient({ baseUrl: server.url, pin: server.pin });
-    clients.push(c);
-    return c;
-  };
+  const { server } = t;
+  const client = t.client;
   const admin = withHeaders(client(), { authorization: `Bearer ${server.adminToken}` });
   const deliver = (zone: SecureZone, bundle: ProvisioningBundle) =>
     zone.personalise({
@@ -266,11 +228,6 @@ export async function startTrustzoneServer(
             }),
       });
     },
-    async close() {
-      for (const c of clients) c.close();
-      await server.close();
-      await database.drop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
+    close: () => t.close(),
   };
 }

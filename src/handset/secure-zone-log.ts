@@ -77,23 +77,3 @@ export function countRefusal(r: ZoneLogRecord, kind: ZoneRefusalKind, at: number
   c.lastAt = at;
   c.lastReason = reason.slice(0, MAX_REASON_CHARS);
 }
-
-/**
- * A record written before the split kept refusals as events ("signal_refused", "relay_refused"):
- * they become counts, and the log keeps only security events.
- */
-export function upgradeLog(r: Partial<ZoneLogRecord> & { events: unknown[]; eventSeq: number }): void {
-  const refusals = r.refusals ?? emptyRefusals();
-  const kept: ZoneEvent[] = [];
-  for (const e of r.events as Array<ZoneEvent | { type: string; at: number; detail?: string }>) {
-    const kind = e.type === "signal_refused" ? "signal" : e.type === "relay_refused" ? "relay" : undefined;
-    if (kind === undefined) kept.push(e as ZoneEvent);
-    else {
-      refusals[kind].count++;
-      refusals[kind].lastAt = e.at;
-      refusals[kind].lastReason = e.detail ?? null;
-    }
-  }
-  r.events = kept;
-  r.refusals = refusals;
-}

@@ -22,7 +22,7 @@ import { randomBytes } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { deriveStorageKey, KEY_LENGTH, LABELS } from "../trustzone/protocol.ts";
 import type { Keystore } from "./keystore.ts";
-import { upgradeLog, type ZoneLogRecord } from "./secure-zone-log.ts";
+import type { ZoneLogRecord } from "./secure-zone-log.ts";
 
 export const HUK_ENTRY = "zone/huk";
 export const STATE_ENTRY = "zone/state";
@@ -116,7 +116,6 @@ export class SealedZoneStore {
     const sealed = await keystore.get(STATE_ENTRY);
     if (sealed === undefined) return { store, record: undefined };
     const record = JSON.parse(fromUtf8(openRecord(ssk, STATE_ENTRY, sealed))) as ZoneRecord;
-    upgradeLog(record);
     return { store, record };
   }
 

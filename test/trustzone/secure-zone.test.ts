@@ -17,7 +17,6 @@ import {
   MAX_SECURITY_EVENTS,
   SecureZone,
 } from "../../src/handset/secure-zone.ts";
-import { SealedZoneStore } from "../../src/handset/secure-zone-store.ts";
 import {
   buildFreeingSignal,
   buildKeyedSignal,
@@ -588,28 +587,5 @@ describe("flooding the zone with junk to push lock events out of its log", () =>
       "wrong_key",
     ]);
     expect(w.zone.events(before[2]!.seq)).toHaveLength(2);
-  });
-
-  it("a state sealed before the split (refusals as events) opens with them as counts", async () => {
-    const keystore = new MemoryKeystore();
-    const w = await world(keystore);
-    await w.zone
-      .openContainer(0, deriveFreeContainerKey(deriveUserKey(w.zmk, "alice", 1), 0))
-      .catch(() => {});
-    const { store, record } = await SealedZoneStore.open(keystore);
-    const legacy = { ...record!, refusals: undefined } as unknown as Record<string, unknown>;
-    legacy["events"] = [
-      ...record!.events,
-      { seq: 90, at: T0, type: "signal_refused", detail: "signal MAC does not verify" },
-      { seq: 91, at: T0 + 1, type: "relay_refused", detail: "command is stale" },
-      { seq: 92, at: T0 + 2, type: "signal_refused", detail: "signal replayed" },
-    ];
-    await store.save(legacy as unknown as typeof record & object);
-    const zone = await SecureZone.open(keystore, { now: () => w.clock.now });
-    expect(zone.events().map((e) => e.type)).toEqual(record!.events.map((e) => e.type));
-    expect(zone.refusals()).toEqual({
-      signal: { count: 2, lastAt: T0 + 2, lastReason: "signal replayed" },
-      relay: { count: 1, lastAt: T0 + 1, lastReason: "command is stale" },
-    });
   });
 });

@@ -22,9 +22,6 @@ import { ACCOUNT_ID } from "./protocol.ts";
 import { REQUEST_SIGNATURE, UPLOAD_SIGNATURE } from "./signatures.ts";
 import * as store from "./store.ts";
 
-export { accountIdOf } from "./protocol.ts";
-export { REQUEST_SIGNATURE, SIGNATURE_TAGS, UPLOAD_SIGNATURE } from "./signatures.ts";
-
 /** Largest JSON body kept for the digest check (account and upload requests are tiny). */
 export const MAX_SIGNED_JSON_BYTES = 16 * 1024;
 

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { decrypt } from "../../src/core/age/age.ts";
 import { dearmor } from "../../src/core/age/armor.ts";
 import { AGE_ERRORS } from "../../src/core/age/errors.ts";
-import { SCRYPT_ERRORS, ScryptIdentity } from "../../src/core/age/scrypt-recipient.ts";
+import { ScryptIdentity } from "../../src/core/age/scrypt-recipient.ts";
 import type { AgeIdentity } from "../../src/core/age/stanza.ts";
 import { isHandsafeError } from "../../src/core/errors.ts";
 
@@ -30,8 +30,8 @@ const CLASS_CODES: Record<string, readonly string[]> = {
     AGE_ERRORS.stanzaMalformed,
     AGE_ERRORS.x25519LowOrder,
     AGE_ERRORS.nonceMissing,
-    SCRYPT_ERRORS.notAlone,
-    SCRYPT_ERRORS.workFactorTooHigh,
+    AGE_ERRORS.scryptNotAlone,
+    AGE_ERRORS.scryptWorkFactorTooHigh,
   ],
   "payload failure": [
     AGE_ERRORS.payloadTruncated,

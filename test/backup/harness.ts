@@ -9,13 +9,14 @@ import { request as httpsRequest } from "node:https";
 import type { Kysely } from "kysely";
 import { encodeEnvelope, envelopeSigningInput } from "../../src/backup/envelope.ts";
 import {
+  accountIdOf,
   agePayloadSize,
   type BackupEnvelope,
   backupUri,
   type EnvelopeItem,
   newBackupId,
 } from "../../src/backup/protocol.ts";
-import { accountIdOf, REQUEST_SIGNATURE, UPLOAD_SIGNATURE } from "../../src/backup/request-auth.ts";
+import { REQUEST_SIGNATURE, UPLOAD_SIGNATURE } from "../../src/backup/signatures.ts";
 import type { BackupTables } from "../../src/backup/store.ts";
 import { generateIdentity, identityToRecipient } from "../../src/core/age/keys.ts";
 import { toBase64url } from "../../src/core/codec/base64url.ts";

@@ -1,5 +1,5 @@
 import { decodeBase64, encodeBase64 } from "./base64.ts";
-import { ageError, AGE_ERRORS } from "./errors.ts";
+import { AGE_ERRORS, ageError } from "./errors.ts";
 
 /**
  * age v1 §ASCII armor: strict PEM (RFC 7468 §3, figure 3) with the label "AGE ENCRYPTED FILE" and

@@ -1,8 +1,8 @@
-import { hkdfSha256 } from "../crypto/hkdf.ts";
-import { hmacSha256 } from "../crypto/hash.ts";
 import { constantTimeEqual } from "../crypto/ct.ts";
+import { hmacSha256 } from "../crypto/hash.ts";
+import { hkdfSha256 } from "../crypto/hkdf.ts";
 import { decodeBase64, encodeBase64 } from "./base64.ts";
-import { ageError, AGE_ERRORS } from "./errors.ts";
+import { AGE_ERRORS, ageError } from "./errors.ts";
 import type { ByteReader } from "./reader.ts";
 import type { Stanza } from "./stanza.ts";
 

@@ -15,7 +15,6 @@ export type { ByteSource } from "./reader.ts";
 export {
   SCRYPT_DEFAULT_LOG_N,
   SCRYPT_DEFAULT_MAX_LOG_N,
-  SCRYPT_ERRORS,
   ScryptIdentity,
   ScryptRecipient,
 } from "./scrypt-recipient.ts";

@@ -1,7 +1,7 @@
-import { x25519PublicKey } from "../crypto/x25519.ts";
 import { randomBytes } from "../crypto/random.ts";
+import { x25519PublicKey } from "../crypto/x25519.ts";
 import { bech32Decode, bech32Encode } from "./bech32.ts";
-import { ageError, AGE_ERRORS } from "./errors.ts";
+import { AGE_ERRORS, ageError } from "./errors.ts";
 
 /**
  * age v1 §X25519 recipient type: an identity is 32 CSPRNG bytes, Bech32 with HRP `AGE-SECRET-KEY-`

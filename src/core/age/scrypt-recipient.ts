@@ -34,15 +34,6 @@ const ZERO_NONCE = new Uint8Array(12);
 /** age v1: the work factor is a decimal integer without sign or leading zeros. */
 const WORK_FACTOR = /^[1-9][0-9]*$/;
 
-/**
- * The scrypt refusals, by their old names: the codes live in AGE_ERRORS (errors.ts) with every other
- * age refusal (CCTV class "header failure").
- */
-export const SCRYPT_ERRORS = {
-  notAlone: AGE_ERRORS.scryptNotAlone,
-  workFactorTooHigh: AGE_ERRORS.scryptWorkFactorTooHigh,
-} as const;
-
 function checkLogN(logN: number, what: string): void {
   if (!Number.isInteger(logN) || logN < 1 || logN > SCRYPT_LIMIT_LOG_N)
     throw ageError(AGE_ERRORS.keyInvalid, `${what} must be a whole number in 1..${SCRYPT_LIMIT_LOG_N}`);

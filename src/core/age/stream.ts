@@ -1,7 +1,7 @@
 import { chachaOpen, chachaSeal } from "../crypto/aead.ts";
 import { hkdfSha256 } from "../crypto/hkdf.ts";
 import { isHandsafeError } from "../errors.ts";
-import { ageError, AGE_ERRORS } from "./errors.ts";
+import { AGE_ERRORS, ageError } from "./errors.ts";
 import type { ByteReader } from "./reader.ts";
 
 /**

@@ -1,10 +1,10 @@
+import { concatBytes } from "../codec/bytes.ts";
 import { chachaOpen, chachaSeal } from "../crypto/aead.ts";
 import { hkdfSha256 } from "../crypto/hkdf.ts";
 import { generateX25519, x25519, x25519PublicKey } from "../crypto/x25519.ts";
-import { concatBytes } from "../codec/bytes.ts";
 import { isHandsafeError } from "../errors.ts";
 import { decodeBase64, encodeBase64 } from "./base64.ts";
-import { ageError, AGE_ERRORS } from "./errors.ts";
+import { AGE_ERRORS, ageError } from "./errors.ts";
 import { parseIdentity, parseRecipient } from "./keys.ts";
 import { type AgeIdentity, type AgeRecipient, FILE_KEY_LENGTH, type Stanza } from "./stanza.ts";
 

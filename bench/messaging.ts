@@ -23,11 +23,13 @@ import { bearerToken } from "../src/platform/auth/guard.ts";
 import { loadConfig } from "../src/platform/config.ts";
 import { type RunningServer, startServer } from "../src/platform/server.ts";
 import { CEILING_PATH, ceilingRoute } from "./ceiling-route.ts";
-import { forDuration } from "./timing.ts";
+import { bestRates } from "./timing.ts";
 import type { BenchResult } from "./types.ts";
 
 const CONCURRENCY = 8;
-const MEASURE_MS = 3000;
+/** Rounds of each measurement, the best of each kept (timing.ts bestRates). */
+const ROUNDS = 4;
+const ROUND_MS = 1000;
 
 let numberSeq = 0;
 /** A fresh valid German mobile number per message (+49 151 …), so every one is "unregistered". */
@@ -75,18 +77,11 @@ export async function benchMessaging(): Promise<BenchResult[]> {
       await post(c, nextNumber());
       await c.post(CEILING_PATH, { to: nextNumber(), body: text });
     }
-    const ceiling = await forDuration(
-      MEASURE_MS,
-      senders.map((c) => () => c.post(CEILING_PATH, { to: nextNumber(), body: text })),
-    );
-    const unregistered = await forDuration(
-      MEASURE_MS,
-      senders.map((c) => () => post(c, nextNumber())),
-    );
-    const registered = await forDuration(
-      MEASURE_MS,
-      senders.map((c) => () => post(c, number)),
-    );
+    const { ceiling, unregistered, registered } = await bestRates(ROUNDS, ROUND_MS, {
+      ceiling: senders.map((c) => () => c.post(CEILING_PATH, { to: nextNumber(), body: text })),
+      unregistered: senders.map((c) => () => post(c, nextNumber())),
+      registered: senders.map((c) => () => post(c, number)),
+    });
     const bound = { name: "authenticated request + one insert, same server", value: ceiling };
     return [
       { name: "ceiling: sender-authenticated request + 1 insert", value: ceiling, unit: "req/s" },

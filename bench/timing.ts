@@ -68,3 +68,22 @@ export async function forDuration(ms: number, workers: Array<() => Promise<unkno
   );
   return done / ((performance.now() - start) / 1000);
 }
+
+/**
+ * The best rate of each `forDuration` measurement over `rounds` rounds of `ms` each, the order
+ * rotating every round (as bestOfRounds): a figure and its ceiling meet the same disturbances.
+ */
+export async function bestRates<K extends string>(
+  rounds: number,
+  ms: number,
+  runs: Record<K, Array<() => Promise<unknown>>>,
+): Promise<Record<K, number>> {
+  const names = Object.keys(runs) as K[];
+  const best = Object.fromEntries(names.map((n) => [n, 0])) as Record<K, number>;
+  for (let r = 0; r < rounds; r++)
+    for (let i = 0; i < names.length; i++) {
+      const name = names[(i + r) % names.length]!;
+      best[name] = Math.max(best[name], await forDuration(ms, runs[name]));
+    }
+  return best;
+}

@@ -15,6 +15,7 @@ import { randomBytes } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { hashToken } from "../platform/auth/store.ts";
 import type { AuditEntry, Platform } from "../platform/context.ts";
+import { type GroupCommit, groupCommit } from "../platform/db/group-commit.ts";
 import { normalisePhoneNumber } from "../platform/notify/sms/phone.ts";
 import type { SmsGateway } from "../platform/notify/sms/types.ts";
 import { checkWebhookUrl as checkPlatformWebhookUrl, enqueueWebhook } from "../platform/notify/webhooks.ts";
@@ -154,12 +155,15 @@ class IdempotencyKeyTaken extends Error {}
 
 export class MessagingService {
   readonly db: store.Db;
+  /** Accepted messages commit in groups (group-commit.ts): one SQLite commit for a burst of them. */
+  private readonly acceptances: GroupCommit<store.MessagingTables>;
 
   constructor(
     readonly platform: Platform,
     readonly deps: MessagingDeps,
   ) {
     this.db = platform.db;
+    this.acceptances = groupCommit(platform.database);
   }
 
   now(): number {
@@ -319,9 +323,9 @@ export class MessagingService {
       const sms = this.deps.sms;
       let written: { sealed: number; noticeAfterCommit: string | undefined };
       try {
-        // One transaction, one commit: the number's row, the message, its deliveries, the notice
-        // when the gateway is the outbox, and the audit record of the decision.
-        written = await this.db.transaction().execute(async (trx) => {
+        // One unit of a group commit: the number's row, the message, its deliveries, the notice
+        // when the gateway is the outbox, and the audit record of the decision, all or none.
+        written = await this.acceptances.run(async (trx) => {
           // The number's row first (the notice gate): it holds the row to the commit, as a
           // registration does (enrolment.ts). So a registration either committed its handset before
           // the read below, or reads this message after this transaction committed.

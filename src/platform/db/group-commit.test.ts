@@ -1,0 +1,117 @@
+import { type Kysely, sql } from "kysely";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createTestDatabase, databaseKinds, postgresAvailable } from "../../../test/helpers/databases.ts";
+import { type Database, isUniqueViolation, openDatabase } from "./database.ts";
+import { groupCommit } from "./group-commit.ts";
+
+interface Tables {
+  notes: { id: string; text: string };
+}
+
+const pgOk = await postgresAvailable();
+
+const ids = async (db: Kysely<Tables>) =>
+  (await db.selectFrom("notes").select("id").orderBy("id").execute()).map((r) => r.id);
+
+describe.each(databaseKinds)("group commit on %s", (kind) => {
+  describe.skipIf(kind === "postgres" && !pgOk)("", () => {
+    let target: Awaited<ReturnType<typeof createTestDatabase>>;
+    let database: Database<Tables>;
+    beforeAll(async () => {
+      target = await createTestDatabase(kind);
+      database = await openDatabase<Tables>(target.url);
+      await sql`create table notes (id text primary key, text text not null)`.execute(database.db);
+    });
+    afterAll(async () => {
+      await database?.close();
+      await target?.drop();
+    });
+    beforeEach(async () => {
+      await database.db.deleteFrom("notes").execute();
+    });
+
+    it("commits every unit of a burst and gives each caller its own answer", async () => {
+      const group = groupCommit(database);
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          group.run(async (trx) => {
+            await trx
+              .insertInto("notes")
+              .values({ id: `n${String(i).padStart(2, "0")}`, text: "x" })
+              .execute();
+            return i * 10;
+          }),
+        ),
+      );
+      expect(answers).toEqual(Array.from({ length: 40 }, (_, i) => i * 10));
+      expect(await ids(database.db)).toHaveLength(40);
+      const { units, batches } = group.stats();
+      expect(units).toBe(40);
+      // SQLite groups a burst into a few commits; PostgreSQL commits each unit on its own.
+      if (kind === "sqlite") expect(batches).toBeLessThan(10);
+      else expect(batches).toBe(40);
+    });
+
+    it("rolls back a unit that throws, alone: the others of its batch commit", async () => {
+      const group = groupCommit(database);
+      const results = await Promise.allSettled(
+        ["a", "b", "c", "d"].map((id) =>
+          group.run(async (trx) => {
+            await trx.insertInto("notes").values({ id, text: "kept?" }).execute();
+            if (id === "b") throw new Error("unit b refuses");
+            return id;
+          }),
+        ),
+      );
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+      expect((results[1] as PromiseRejectedResult).reason.message).toBe("unit b refuses");
+      expect(await ids(database.db)).toEqual(["a", "c", "d"]);
+    });
+
+    it("survives a statement the database refuses inside a unit (PostgreSQL aborts to the savepoint only)", async () => {
+      const group = groupCommit(database);
+      await database.db.insertInto("notes").values({ id: "taken", text: "first" }).execute();
+      const results = await Promise.allSettled(
+        ["x", "taken", "y"].map((id) =>
+          group.run((trx) => trx.insertInto("notes").values({ id, text: "second" }).execute()),
+        ),
+      );
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+      expect(isUniqueViolation((results[1] as PromiseRejectedResult).reason)).toBe(true);
+      expect(await ids(database.db)).toEqual(["taken", "x", "y"]);
+      const first = await database.db
+        .selectFrom("notes")
+        .select("text")
+        .where("id", "=", "taken")
+        .executeTakeFirst();
+      expect(first?.text).toBe("first");
+    });
+
+    it("a batch whose commit fails answers each of its callers with that failure and stores none of it", async () => {
+      await sql`create table if not exists note_links (id text primary key, note_id text not null references notes (id) deferrable initially deferred)`.execute(
+        database.db,
+      );
+      const group = groupCommit(database);
+      const results = await Promise.allSettled(
+        ["ok1", "orphan", "ok2"].map((id) =>
+          group.run(async (trx) => {
+            if (id !== "orphan") await trx.insertInto("notes").values({ id, text: "t" }).execute();
+            // A deferred reference is checked at the commit, not at the statement.
+            await sql`insert into note_links (id, note_id) values (${id}, ${id === "orphan" ? "missing" : id})`.execute(
+              trx,
+            );
+          }),
+        ),
+      );
+      if (kind === "sqlite") {
+        // One transaction for the three: the orphan's broken reference fails the commit for all.
+        expect(results.map((r) => r.status)).toEqual(["rejected", "rejected", "rejected"]);
+        expect(await ids(database.db)).toEqual([]);
+      } else {
+        expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+        expect(await ids(database.db)).toEqual(["ok1", "ok2"]);
+      }
+      await sql`drop table note_links`.execute(database.db);
+    });
+  });
+});

@@ -1,0 +1,112 @@
+import { type Kysely, sql, type Transaction } from "kysely";
+import type { Database } from "./database.ts";
+
+/**
+ * Group commit: many callers' small write transactions share one database transaction, each in its
+ * own savepoint, and so one commit. Each caller's promise settles only after that commit, so an
+ * answer given on it is as durable as one given after a transaction of its own; a unit that throws
+ * is rolled back to its savepoint alone and its caller gets the error, while the others commit.
+ *
+ * Why: on SQLite every commit writes each page it touched to the write-ahead log, whole. A message
+ * accepted touches a dozen pages (its row and indexes, the audit head and record, the outbox text),
+ * most of them the same pages the next message touches; committed together they are written once.
+ * Nothing waits to fill a batch: a unit that arrives while no batch runs starts one on the next
+ * turn of the event loop, with whatever else arrived by then; units that arrive while one runs
+ * form the next (so batches grow only under load, and an idle server answers as fast as before).
+ *
+ * SQLite only: it has one writer anyway, so grouping costs no concurrency. On PostgreSQL each unit
+ * runs in a transaction of its own, in parallel on the pool (there, grouping units that lock rows
+ * in different orders could deadlock one batch against another).
+ */
+export interface GroupCommit<DB> {
+  /**
+   * Runs `unit` in a savepoint of the next batch's transaction and answers after that commit. A
+   * unit must not wait on anything but the database (it holds its batch), and must not lean on
+   * deferred constraints: one failing at the commit fails the whole batch.
+   */
+  run<T>(unit: (trx: Kysely<DB>) => Promise<T>): Promise<T>;
+  /** Units run and transactions committed (or tried) so far. */
+  stats(): { units: number; batches: number };
+}
+
+interface Pending<DB> {
+  unit: (trx: Kysely<DB>) => Promise<unknown>;
+  resolve(value: unknown): void;
+  reject(reason: unknown): void;
+}
+
+/** Units per batch at most: bounds the latency a unit can add to the others of its batch. */
+const MAX_BATCH = 64;
+
+export function groupCommit<DB>(database: Database<DB>, maxBatch = MAX_BATCH): GroupCommit<DB> {
+  const db = database.db;
+  let units = 0;
+  let batches = 0;
+  const stats = () => ({ units, batches });
+  if (database.dialect !== "sqlite")
+    return {
+      run: (unit) => {
+        units++;
+        batches++;
+        return db.transaction().execute((trx) => unit(trx));
+      },
+      stats,
+    };
+
+  const queue: Pending<DB>[] = [];
+  let running = false;
+
+  const runBatch = async (batch: Pending<DB>[]): Promise<void> => {
+    batches++;
+    units += batch.length;
+    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      await db.transaction().execute(async (trx: Transaction<DB>) => {
+        for (const p of batch) {
+          await sql`savepoint group_unit`.execute(trx);
+          try {
+            const value = await p.unit(trx);
+            await sql`release savepoint group_unit`.execute(trx);
+            outcomes.push({ ok: true, value });
+          } catch (error) {
+            await sql`rollback to savepoint group_unit`.execute(trx);
+            await sql`release savepoint group_unit`.execute(trx);
+            outcomes.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (error) {
+      // The commit (or a savepoint statement) failed: nothing of the batch is stored.
+      for (const p of batch) p.reject(error);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const o = outcomes[i]!;
+      if (o.ok) p.resolve(o.value);
+      else p.reject(o.error);
+    });
+  };
+
+  const drain = async (): Promise<void> => {
+    try {
+      while (queue.length > 0) await runBatch(queue.splice(0, maxBatch));
+    } finally {
+      running = false;
+    }
+  };
+
+  return {
+    run<T>(unit: (trx: Kysely<DB>) => Promise<T>): Promise<T> {
+      return new Promise<T>((resolve, reject) => {
+        queue.push({ unit, resolve: resolve as (v: unknown) => void, reject });
+        // The first unit of a batch waits one turn of the event loop: better-sqlite3 runs a
+        // transaction without yielding, so requests that arrived meanwhile join it only so.
+        if (!running) {
+          running = true;
+          setImmediate(() => void drain());
+        }
+      });
+    },
+    stats,
+  };
+}

@@ -92,7 +92,8 @@ export async function* sealPayload(
   plaintext: AsyncIterable<Uint8Array>,
   options: { hasher?: ContentHasher; done?: (digest: PayloadDigest) => void } = {},
 ): AsyncGenerator<Uint8Array> {
-  const sha = createHash("sha256");
+  // The payload's SHA-256 is for `done` (the upload declares it): without one, no hashing pass.
+  const sha = options.done ? createHash("sha256") : undefined;
   let size = 0;
   let payloadSize = 0;
   const counted = (async function* () {
@@ -102,16 +103,16 @@ export async function* sealPayload(
       yield piece;
     }
   })();
-  sha.update(keys.nonce);
+  sha?.update(keys.nonce);
   payloadSize += keys.nonce.length;
   yield keys.nonce;
   for await (const chunk of encryptPayload(payloadKey(keys.fileKey, keys.nonce), counted)) {
-    sha.update(chunk);
+    sha?.update(chunk);
     payloadSize += chunk.length;
     yield chunk;
   }
   const hash = options.hasher?.digest();
-  options.done?.({ size, payloadSize, payloadSha256: sha.digest(), ...(hash ? { hash } : {}) });
+  if (sha) options.done?.({ size, payloadSize, payloadSha256: sha.digest(), ...(hash ? { hash } : {}) });
 }
 
 // --- metadata (§3 step 3) ----------------------------------------------------------------------

@@ -194,12 +194,16 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
       const hash = createHash("sha256");
       let size = 0;
       try {
-        let position = HEADER_SIZE;
-        for await (const chunk of coalesce(blobChunks(data))) {
-          hash.update(chunk);
-          await writeAll(file, chunk, position);
-          position += chunk.length;
-          size += chunk.length;
+        // One write runs on the thread pool while the next chunk is pulled and hashed.
+        const behind = new WriteBehind(file, HEADER_SIZE);
+        try {
+          for await (const chunk of coalesce(blobChunks(data))) {
+            hash.update(chunk);
+            await behind.write(chunk);
+            size += chunk.length;
+          }
+        } finally {
+          await behind.settle();
         }
         const digest = hash.digest();
         await writeAll(file, header(size, digest), 0);
@@ -332,23 +336,29 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
             if (running) hashes.set(uploadId, running);
           }
           let failure: unknown;
+          // One write runs on the thread pool while the next chunk is received and hashed;
+          // `written` counts only the bytes whose writes (and all before them) completed.
+          const behind = new WriteBehind(file, HEADER_SIZE + written, (n) => {
+            written += n;
+            if (running) running.length = written;
+          });
+          let hashed = written;
           try {
             for await (const chunk of coalesce(blobChunks(data))) {
-              const writing = writeAll(file, chunk, HEADER_SIZE + written);
-              // Hash while the write runs on the thread pool; a failed write spoils the running hash.
               running?.hash.update(chunk);
-              try {
-                await writing;
-              } catch (e) {
-                hashes.delete(uploadId);
-                running = undefined;
-                throw e;
-              }
-              written += chunk.length;
-              if (running) running.length = written;
+              hashed += chunk.length;
+              await behind.write(chunk);
             }
+            await behind.settle();
           } catch (e) {
             failure = e;
+            // Whatever write is still out lands (or fails) before the file is cut back below.
+            await behind.settle().catch(() => {});
+          }
+          if (running !== undefined && hashed !== written) {
+            // The running hash took bytes that were not all stored: it no longer fits the file.
+            hashes.delete(uploadId);
+            running = undefined;
           }
           try {
             // A write that failed partway may have stored part of its chunk: cut back to `written`.
@@ -484,6 +494,67 @@ async function openBlob(path: string): Promise<FileHandle | undefined> {
   if ((await file.stat()).isFile()) return file;
   await file.close();
   return undefined;
+}
+
+/**
+ * Writes chunks at consecutive positions with one write in flight: write() copies the chunk and
+ * returns once the write before it completed (so the caller prepares the next chunk while this one
+ * is written, and may reuse its own buffer at once), settle()
+ * once all did. `done(n)` is told of each completed write in order. After a failed write, nothing
+ * more is written and the failure is thrown by that write() or settle(); the caller must still
+ * settle() before touching the file, so no write lands after it.
+ */
+class WriteBehind {
+  #position: number;
+  #inFlight: { writing: Promise<void>; length: number } | undefined;
+  #failed = false;
+  readonly #slots: Array<Uint8Array | undefined> = [undefined, undefined];
+  #next = 0;
+
+  constructor(
+    private readonly file: FileHandle,
+    position: number,
+    private readonly done: (n: number) => void = () => {},
+  ) {
+    this.#position = position;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.#failed) throw new Error("an earlier write failed");
+    // The caller may reuse its chunk once this returns: the bytes go out from one of two buffers
+    // of our own, the one whose write completed before the previous call returned.
+    let slot = this.#slots[this.#next];
+    if (slot === undefined || slot.length < chunk.length) {
+      slot = new Uint8Array(Math.max(chunk.length, WRITE_BATCH_BYTES));
+      this.#slots[this.#next] = slot;
+    }
+    this.#next ^= 1;
+    const own = slot.subarray(0, chunk.length);
+    own.set(chunk);
+    const writing = writeAll(this.file, own, this.#position);
+    // A rejection is observed by settle(); never left unhandled meanwhile.
+    writing.catch(() => {});
+    this.#position += chunk.length;
+    const before = this.#inFlight;
+    this.#inFlight = { writing, length: chunk.length };
+    if (before) await this.#complete(before);
+  }
+
+  async settle(): Promise<void> {
+    const last = this.#inFlight;
+    this.#inFlight = undefined;
+    if (last) await this.#complete(last);
+  }
+
+  async #complete(w: { writing: Promise<void>; length: number }): Promise<void> {
+    try {
+      await w.writing;
+    } catch (e) {
+      this.#failed = true;
+      throw e;
+    }
+    if (!this.#failed) this.done(w.length);
+  }
 }
 
 async function writeAll(file: FileHandle, bytes: Uint8Array, position: number): Promise<void> {

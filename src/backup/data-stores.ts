@@ -20,6 +20,7 @@ import { cp, mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile
 import { basename, dirname, join } from "node:path";
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
+import { coalesce, WriteBehind } from "../core/streams.ts";
 import type { DataStores, StagingWriter, StoredItem } from "./data-store-types.ts";
 import type { ItemKind } from "./selection.ts";
 
@@ -331,17 +332,25 @@ export class FolderDataStores implements DataStores {
   }
 }
 
-/** Streams `data` into a new file, one chunk in memory at a time. */
+/**
+ * Streams `data` into a new file in writes of 1 MiB, one in flight while the next is gathered (so a
+ * few MiB in memory at most).
+ */
 async function writeStreamed(file: string, data: AsyncIterable<Uint8Array>): Promise<void> {
   await mkdir(dirname(file), { recursive: true });
   const handle = await open(file, "w");
+  const writeAt = async (bytes: Uint8Array, position: number) => {
+    for (let at = 0; at < bytes.length; ) {
+      const { bytesWritten } = await handle.write(bytes, at, bytes.length - at, position + at);
+      at += bytesWritten;
+    }
+  };
+  const behind = new WriteBehind(writeAt, 0);
   try {
-    for await (const chunk of data) {
-      let at = 0;
-      while (at < chunk.length) {
-        const { bytesWritten } = await handle.write(chunk, at, chunk.length - at);
-        at += bytesWritten;
-      }
+    try {
+      for await (const chunk of coalesce(data)) await behind.write(chunk);
+    } finally {
+      await behind.settle();
     }
   } finally {
     await handle.close();

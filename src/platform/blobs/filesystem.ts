@@ -30,11 +30,13 @@ import { type FileHandle, mkdir, open, rename, stat, unlink } from "node:fs/prom
 import { dirname, join, resolve, sep } from "node:path";
 import { randomToken } from "../../core/crypto/random.ts";
 import { HandsafeError } from "../../core/errors.ts";
+import { coalesce, WriteBehind } from "../../core/streams.ts";
 import type { BlobInfo, BlobStore, BlobUploads } from "./types.ts";
 
 const MAGIC = Buffer.from("HSBLOB01", "ascii");
 const HEADER_SIZE = 48;
-const READ_CHUNK = 64 * 1024;
+/** Bytes per read when streaming a blob out (one more is read ahead). */
+const READ_CHUNK = 256 * 1024;
 const REHASH_CHUNK = 1024 * 1024;
 const UPLOADS_DIR = ".uploads";
 const KEY = /^[A-Za-z0-9._/-]{1,1024}$/;
@@ -107,51 +109,6 @@ export async function* blobChunks(data: AsyncIterable<Uint8Array> | Uint8Array):
   }
 }
 
-/** Bytes gathered per write: one syscall per MiB, not one per 64 KiB chunk of a stream. */
-export const WRITE_BATCH_BYTES = 1024 * 1024;
-
-/**
- * The same bytes in pieces of WRITE_BATCH_BYTES (a chunk that large passes as it is). When the source
- * fails, what was gathered is still yielded before the failure is passed on: an append keeps every
- * byte it received, as it did chunk by chunk.
- */
-export async function* coalesce(
-  source: AsyncIterable<Uint8Array>,
-  size = WRITE_BATCH_BYTES,
-): AsyncGenerator<Uint8Array> {
-  let buffer: Uint8Array | undefined;
-  let filled = 0;
-  try {
-    for await (const chunk of source) {
-      if (filled === 0 && chunk.length >= size) {
-        yield chunk;
-        continue;
-      }
-      for (let at = 0; at < chunk.length; ) {
-        buffer ??= new Uint8Array(size);
-        const n = Math.min(size - filled, chunk.length - at);
-        buffer.set(chunk.subarray(at, at + n), filled);
-        filled += n;
-        at += n;
-        if (filled === size) {
-          const full = buffer;
-          buffer = undefined;
-          filled = 0;
-          yield full;
-        }
-      }
-    }
-  } catch (e) {
-    if (filled > 0) {
-      const rest = buffer!.subarray(0, filled);
-      filled = 0;
-      yield rest;
-    }
-    throw e;
-  }
-  if (filled > 0) yield buffer!.subarray(0, filled);
-}
-
 /** Runs the calls made for one name one after another (in this process), in the order they came. */
 export function createSerialiser(): <T>(name: string, work: () => Promise<T>) => Promise<T> {
   const tails = new Map<string, Promise<unknown>>();
@@ -195,7 +152,7 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
       let size = 0;
       try {
         // One write runs on the thread pool while the next chunk is pulled and hashed.
-        const behind = new WriteBehind(file, HEADER_SIZE);
+        const behind = new WriteBehind((bytes, at) => writeAll(file, bytes, at), HEADER_SIZE);
         try {
           for await (const chunk of coalesce(blobChunks(data))) {
             hash.update(chunk);
@@ -227,14 +184,26 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
       try {
         const info = await readHeader(file, key);
         const { start, end } = resolveRange(key, info.size, range);
-        for (let offset = start; offset <= end; ) {
+        // One read ahead: the next chunk is read on the thread pool while this one is consumed.
+        const readAt = async (offset: number) => {
           const length = Math.min(READ_CHUNK, end - offset + 1);
           // A fresh buffer per chunk: the consumer may keep what we yield.
           const chunk = new Uint8Array(length);
           const { bytesRead } = await file.read(chunk, 0, length, HEADER_SIZE + offset);
-          if (bytesRead === 0) throw corrupt(key, "file shorter than its header says");
-          yield bytesRead === length ? chunk : chunk.subarray(0, bytesRead);
-          offset += bytesRead;
+          return bytesRead === length ? chunk : chunk.subarray(0, bytesRead);
+        };
+        let ahead: Promise<Uint8Array> | undefined = start <= end ? readAt(start) : undefined;
+        try {
+          for (let offset = start; ahead !== undefined; ) {
+            const chunk = await ahead;
+            if (chunk.length === 0) throw corrupt(key, "file shorter than its header says");
+            offset += chunk.length;
+            ahead = offset <= end ? readAt(offset) : undefined;
+            yield chunk;
+          }
+        } finally {
+          // A consumer that stopped early: let the read still out finish before the file closes.
+          await ahead?.catch(() => {});
         }
       } finally {
         await file.close();
@@ -338,10 +307,14 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
           let failure: unknown;
           // One write runs on the thread pool while the next chunk is received and hashed;
           // `written` counts only the bytes whose writes (and all before them) completed.
-          const behind = new WriteBehind(file, HEADER_SIZE + written, (n) => {
-            written += n;
-            if (running) running.length = written;
-          });
+          const behind = new WriteBehind(
+            (bytes, at) => writeAll(file, bytes, at),
+            HEADER_SIZE + written,
+            (n) => {
+              written += n;
+              if (running) running.length = written;
+            },
+          );
           let hashed = written;
           try {
             for await (const chunk of coalesce(blobChunks(data))) {
@@ -494,67 +467,6 @@ async function openBlob(path: string): Promise<FileHandle | undefined> {
   if ((await file.stat()).isFile()) return file;
   await file.close();
   return undefined;
-}
-
-/**
- * Writes chunks at consecutive positions with one write in flight: write() copies the chunk and
- * returns once the write before it completed (so the caller prepares the next chunk while this one
- * is written, and may reuse its own buffer at once), settle()
- * once all did. `done(n)` is told of each completed write in order. After a failed write, nothing
- * more is written and the failure is thrown by that write() or settle(); the caller must still
- * settle() before touching the file, so no write lands after it.
- */
-class WriteBehind {
-  #position: number;
-  #inFlight: { writing: Promise<void>; length: number } | undefined;
-  #failed = false;
-  readonly #slots: Array<Uint8Array | undefined> = [undefined, undefined];
-  #next = 0;
-
-  constructor(
-    private readonly file: FileHandle,
-    position: number,
-    private readonly done: (n: number) => void = () => {},
-  ) {
-    this.#position = position;
-  }
-
-  async write(chunk: Uint8Array): Promise<void> {
-    if (this.#failed) throw new Error("an earlier write failed");
-    // The caller may reuse its chunk once this returns: the bytes go out from one of two buffers
-    // of our own, the one whose write completed before the previous call returned.
-    let slot = this.#slots[this.#next];
-    if (slot === undefined || slot.length < chunk.length) {
-      slot = new Uint8Array(Math.max(chunk.length, WRITE_BATCH_BYTES));
-      this.#slots[this.#next] = slot;
-    }
-    this.#next ^= 1;
-    const own = slot.subarray(0, chunk.length);
-    own.set(chunk);
-    const writing = writeAll(this.file, own, this.#position);
-    // A rejection is observed by settle(); never left unhandled meanwhile.
-    writing.catch(() => {});
-    this.#position += chunk.length;
-    const before = this.#inFlight;
-    this.#inFlight = { writing, length: chunk.length };
-    if (before) await this.#complete(before);
-  }
-
-  async settle(): Promise<void> {
-    const last = this.#inFlight;
-    this.#inFlight = undefined;
-    if (last) await this.#complete(last);
-  }
-
-  async #complete(w: { writing: Promise<void>; length: number }): Promise<void> {
-    try {
-      await w.writing;
-    } catch (e) {
-      this.#failed = true;
-      throw e;
-    }
-    if (!this.#failed) this.done(w.length);
-  }
 }
 
 async function writeAll(file: FileHandle, bytes: Uint8Array, position: number): Promise<void> {

@@ -20,6 +20,7 @@ import { execFile, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   closeSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   openSync,
@@ -41,13 +42,15 @@ import { createNodeTransport } from "../src/handset/node-transport.ts";
 import { loadConfig } from "../src/platform/config.ts";
 import { type RunningServer, startServer } from "../src/platform/server.ts";
 import type { ChildInput, ChildOutput } from "./backup-child.ts";
-import { mbPerSecond, timedAsync } from "./timing.ts";
+import { bestOfRounds, mbPerSecond, timedAsync } from "./timing.ts";
 import type { BenchResult } from "./types.ts";
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const SIZE = 1024 * MiB;
 const RSS_CEILING_MIB = 128;
+/** Runs of each measurement; the best of them is reported (peak RSS: the worst). */
+const ROUNDS = 2;
 const CHILD = join(import.meta.dirname, "backup-child.ts");
 
 function writeBigFile(file: string): void {
@@ -78,9 +81,10 @@ async function bundleChild(): Promise<string> {
     dependencies?: Record<string, string>;
     devDependencies?: Record<string, string>;
   };
-  const external = [...Object.keys(pkg.dependencies ?? {}), ...Object.keys(pkg.devDependencies ?? {})].flatMap(
-    (name) => [name, `${name}/*`],
-  );
+  const external = [
+    ...Object.keys(pkg.dependencies ?? {}),
+    ...Object.keys(pkg.devDependencies ?? {}),
+  ].flatMap((name) => [name, `${name}/*`]);
   await build({
     entryPoints: [CHILD],
     outfile: CHILD_BUNDLE,
@@ -154,30 +158,76 @@ export async function benchBackup(): Promise<BenchResult[]> {
 
     const common = { url: server.url, pin: server.pin, keystoreDir, keystorePassphrase, wimPin };
     const encrypted = join(tmp, "age.out");
-    const ageEncryptMs = await timedAsync(() => run("age", ["-r", module.recipient, "-o", encrypted, file]));
-    // The blob store fsyncs what it stores (a backup that a power cut can lose is no backup); `age`
-    // leaves its output in the page cache. The fair ceiling for "encrypt + store" is age's run plus
-    // the fsync of its output (coreutils `sync FILE`), timed on the same disk.
-    const ageSyncMs = await timedAsync(() => run("sync", [encrypted]));
-    const ageDecryptMs = await timedAsync(() =>
-      run("age", ["-d", "-i", identityFile, "-o", join(tmp, "age.dec"), encrypted]),
-    );
-    rmSync(encrypted, { force: true });
-    rmSync(join(tmp, "age.dec"), { force: true });
-
     const chunk = Number(process.env["HANDSAFE_BENCH_CHUNK"] ?? 0);
-    const backup = await child({
-      ...common,
-      mode: "backup",
-      data: dataDir,
-      ...(chunk ? { uploadChunkBytes: chunk } : {}),
-    });
-    const sealStore = await child({ ...common, mode: "seal-store", data: dataDir, storeDir: join(tmp, "store") });
-    rmSync(join(tmp, "store"), { recursive: true, force: true });
     const restoreDir = join(tmp, "restored");
-    const restore = await child({ ...common, mode: "restore", data: restoreDir, backupId: backup.backupId });
-    if (statSync(join(restoreDir, "files", "big.bin")).size !== SIZE)
-      throw new Error("the restored file is not the backed-up one");
+    // Each figure is the best of ROUNDS, the order rotating (timing.ts bestOfRounds): on this
+    // shared machine one run of `age` alone can take twice as long as the next.
+    let ageSyncMs = Number.POSITIVE_INFINITY;
+    let backup: ChildOutput | undefined;
+    let sealStore: ChildOutput | undefined;
+    let restore: ChildOutput | undefined;
+    const worst = (a: ChildOutput | undefined, b: ChildOutput): ChildOutput =>
+      a === undefined ? b : { ...b, maxRssBytes: Math.max(a.maxRssBytes, b.maxRssBytes) };
+    const best = await bestOfRounds(ROUNDS, {
+      ageEncrypt: async () => {
+        const ms = await timedAsync(() => run("age", ["-r", module.recipient, "-o", encrypted, file]));
+        // The blob store fsyncs what it stores (a backup that a power cut can lose is no backup);
+        // `age` leaves its output in the page cache. The fair ceiling for "encrypt + store" is
+        // age's run plus the fsync of its output (coreutils `sync FILE`), timed on the same disk.
+        ageSyncMs = Math.min(ageSyncMs, await timedAsync(() => run("sync", [encrypted])));
+        return ms;
+      },
+      ageDecrypt: async () => {
+        if (!existsSync(encrypted)) await run("age", ["-r", module.recipient, "-o", encrypted, file]);
+        const ms = await timedAsync(() =>
+          run("age", ["-d", "-i", identityFile, "-o", join(tmp, "age.dec"), encrypted]),
+        );
+        rmSync(join(tmp, "age.dec"), { force: true });
+        return ms;
+      },
+      backup: async () => {
+        const out = await child({
+          ...common,
+          mode: "backup",
+          data: dataDir,
+          ...(chunk ? { uploadChunkBytes: chunk } : {}),
+        });
+        backup = worst(backup, out);
+        return out.ms;
+      },
+      sealStore: async () => {
+        const out = await child({
+          ...common,
+          mode: "seal-store",
+          data: dataDir,
+          storeDir: join(tmp, "store"),
+        });
+        rmSync(join(tmp, "store"), { recursive: true, force: true });
+        sealStore = worst(sealStore, out);
+        return out.ms;
+      },
+      restore: async () => {
+        if (backup === undefined)
+          backup = await child({
+            ...common,
+            mode: "backup",
+            data: dataDir,
+            ...(chunk ? { uploadChunkBytes: chunk } : {}),
+          });
+        rmSync(restoreDir, { recursive: true, force: true });
+        const out = await child({ ...common, mode: "restore", data: restoreDir, backupId: backup.backupId });
+        if (statSync(join(restoreDir, "files", "big.bin")).size !== SIZE)
+          throw new Error("the restored file is not the backed-up one");
+        restore = worst(restore, out);
+        return out.ms;
+      },
+    });
+    rmSync(encrypted, { force: true });
+    backup = { ...backup!, ms: best.backup };
+    sealStore = { ...sealStore!, ms: best.sealStore };
+    restore = { ...restore!, ms: best.restore };
+    const ageEncryptMs = best.ageEncrypt;
+    const ageDecryptMs = best.ageDecrypt;
 
     const ours = mbPerSecond(SIZE, backup.ms);
     const ageEnc = mbPerSecond(SIZE, ageEncryptMs);

@@ -20,7 +20,7 @@ import { cp, mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile
 import { basename, dirname, join } from "node:path";
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
-import { coalesce, WriteBehind } from "../core/streams.ts";
+import { WriteBehind } from "../core/streams.ts";
 import type { DataStores, StagingWriter, StoredItem } from "./data-store-types.ts";
 import type { ItemKind } from "./selection.ts";
 
@@ -351,7 +351,7 @@ async function writeStreamed(file: string, data: AsyncIterable<Uint8Array>): Pro
   const behind = new WriteBehind(writeAt, 0);
   try {
     try {
-      for await (const chunk of coalesce(data)) await behind.write(chunk);
+      for await (const chunk of data) await behind.write(chunk);
     } finally {
       await behind.settle();
     }

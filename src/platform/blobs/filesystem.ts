@@ -30,7 +30,7 @@ import { type FileHandle, mkdir, open, rename, stat, unlink } from "node:fs/prom
 import { dirname, join, resolve, sep } from "node:path";
 import { randomToken } from "../../core/crypto/random.ts";
 import { HandsafeError } from "../../core/errors.ts";
-import { coalesce, WriteBehind } from "../../core/streams.ts";
+import { WriteBehind } from "../../core/streams.ts";
 import type { BlobInfo, BlobStore, BlobUploads } from "./types.ts";
 
 const MAGIC = Buffer.from("HSBLOB01", "ascii");
@@ -154,7 +154,7 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
         // One write runs on the thread pool while the next chunk is pulled and hashed.
         const behind = new WriteBehind((bytes, at) => writeAll(file, bytes, at), HEADER_SIZE);
         try {
-          for await (const chunk of coalesce(blobChunks(data))) {
+          for await (const chunk of blobChunks(data)) {
             hash.update(chunk);
             await behind.write(chunk);
             size += chunk.length;
@@ -317,7 +317,7 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
           );
           let hashed = written;
           try {
-            for await (const chunk of coalesce(blobChunks(data))) {
+            for await (const chunk of blobChunks(data)) {
               running?.hash.update(chunk);
               hashed += chunk.length;
               await behind.write(chunk);

@@ -98,7 +98,9 @@ function open(
   if (aad !== undefined && aad.length > 0) decipher.setAAD(aad);
   const head = decipher.update(sealed.subarray(0, split));
   try {
-    return plain(Buffer.concat([head, decipher.final()]));
+    const tail = decipher.final();
+    // An AEAD's final() gives no more bytes: the plaintext is `head` itself, not a copy of it.
+    return plain(tail.length === 0 ? head : Buffer.concat([head, tail]));
   } catch {
     head.fill(0); // unauthenticated plaintext never leaves this function
     throw decryptFailed();

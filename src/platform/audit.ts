@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { type Kysely, sql } from "kysely";
 import { canonicalJson } from "../core/codec/canonical-json.ts";
 import { HandsafeError } from "../core/errors.ts";
+import { prepareQuery } from "./db/compiled.ts";
 import type { Database } from "./db/database.ts";
 import { AUDIT_GENESIS_HASH } from "./db/migrations/0001_platform.ts";
 
@@ -113,6 +114,36 @@ function recordBody(fields: Omit<AuditRecord, "prevHash" | "hash" | "details">, 
 
 type Head = { seq: number; hash: string };
 
+// The two statements of every append, compiled once (db/compiled.ts): appends are on hot paths.
+const insertRecord = prepareQuery(
+  9,
+  (
+    db: Kysely<AuditTables>,
+    seq: number,
+    at: number,
+    actor: string,
+    action: string,
+    subject: string | null,
+    outcome: string,
+    details: string,
+    prevHash: string,
+    hash: string,
+  ) =>
+    db
+      .insertInto("audit_log")
+      .values({ seq, at, actor, action, subject, outcome, details, prev_hash: prevHash, hash }),
+);
+const moveHead = prepareQuery(
+  4,
+  (db: Kysely<AuditTables>, seq: number, hash: string, guessSeq: number, guessHash: string) =>
+    db
+      .updateTable("audit_head")
+      .set({ seq, hash })
+      .where("id", "=", 1)
+      .where("seq", "=", guessSeq)
+      .where("hash", "=", guessHash),
+);
+
 /**
  * Per open database, the head this process wrote last. Only a guess: appendAudit writes the new
  * head with a compare-and-set on it, so another process or node that appended since (or a
@@ -149,33 +180,25 @@ export async function appendAudit(
   };
   const append = async (trx: Kysely<AuditTables>): Promise<AuditRecord> => {
     const insert = (r: AuditRecord) =>
-      trx
-        .insertInto("audit_log")
-        .values({
-          seq: r.seq,
-          at: r.at,
-          actor: r.actor,
-          action: r.action,
-          subject: r.subject,
-          outcome: r.outcome,
-          details: detailsText,
-          prev_hash: r.prevHash,
-          hash: r.hash,
-        })
-        .execute();
+      insertRecord.execute(
+        trx,
+        r.seq,
+        r.at,
+        r.actor,
+        r.action,
+        r.subject,
+        r.outcome,
+        detailsText,
+        r.prevHash,
+        r.hash,
+      );
     const guess = lastHeads.get(database);
     if (guess !== undefined) {
       // The head moves only if it still is the guess: one statement, which takes the head row's
       // lock (PostgreSQL, rechecked after waiting for it) or the write lock (SQLite) first.
       const r = record(guess);
-      const moved = await trx
-        .updateTable("audit_head")
-        .set({ seq: r.seq, hash: r.hash })
-        .where("id", "=", 1)
-        .where("seq", "=", guess.seq)
-        .where("hash", "=", guess.hash)
-        .executeTakeFirst();
-      if (Number(moved.numUpdatedRows) === 1) {
+      const moved = await moveHead.execute(trx, r.seq, r.hash, guess.seq, guess.hash);
+      if (Number(moved.numAffectedRows) === 1) {
         await insert(r);
         lastHeads.set(database, { seq: r.seq, hash: r.hash });
         return r;

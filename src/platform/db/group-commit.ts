@@ -1,4 +1,4 @@
-import { type Kysely, sql, type Transaction } from "kysely";
+import { CompiledQuery, type Kysely, type Transaction } from "kysely";
 import type { Database } from "./database.ts";
 
 /**
@@ -35,6 +35,10 @@ interface Pending<DB> {
   reject(reason: unknown): void;
 }
 
+const SAVEPOINT = CompiledQuery.raw("savepoint group_unit", []);
+const RELEASE = CompiledQuery.raw("release savepoint group_unit", []);
+const ROLLBACK = CompiledQuery.raw("rollback to savepoint group_unit", []);
+
 /** Units per batch at most: bounds the latency a unit can add to the others of its batch. */
 const MAX_BATCH = 64;
 
@@ -63,14 +67,14 @@ export function groupCommit<DB>(database: Database<DB>, maxBatch = MAX_BATCH): G
     try {
       await db.transaction().execute(async (trx: Transaction<DB>) => {
         for (const p of batch) {
-          await sql`savepoint group_unit`.execute(trx);
+          await trx.executeQuery(SAVEPOINT);
           try {
             const value = await p.unit(trx);
-            await sql`release savepoint group_unit`.execute(trx);
+            await trx.executeQuery(RELEASE);
             outcomes.push({ ok: true, value });
           } catch (error) {
-            await sql`rollback to savepoint group_unit`.execute(trx);
-            await sql`release savepoint group_unit`.execute(trx);
+            await trx.executeQuery(ROLLBACK);
+            await trx.executeQuery(RELEASE);
             outcomes.push({ ok: false, error });
           }
         }

@@ -8,6 +8,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import { randomBytes } from "../../../core/crypto/random.ts";
+import { prepareQuery } from "../../db/compiled.ts";
 import type { MigrationRegistry } from "../../db/migrate.ts";
 import type { SmsMessage } from "./types.ts";
 
@@ -74,24 +75,36 @@ export function newSmsId(now: number): string {
 
 export const SMS_ID_PATTERN = "^sms_[0-9a-z]{21}$";
 
+// Every text sent or received passes here (a message's notice, a registration code): compiled once.
+const insertTextQuery = prepareQuery(
+  6,
+  (
+    db: Kysely<SmsTables>,
+    id: string,
+    direction: SmsDirection,
+    from: string,
+    to: string,
+    text: string,
+    now: number,
+  ) =>
+    db.insertInto("sms_messages").values({
+      id,
+      direction,
+      from_number: from,
+      to_number: to,
+      text,
+      created_at: now,
+      read_at: null,
+    }),
+);
+
 export async function insertText(
   db: Kysely<SmsTables>,
   text: { direction: SmsDirection; from: string; to: string; text: string },
   now: number,
 ): Promise<StoredSms> {
   const id = newSmsId(now);
-  await db
-    .insertInto("sms_messages")
-    .values({
-      id,
-      direction: text.direction,
-      from_number: text.from,
-      to_number: text.to,
-      text: text.text,
-      created_at: now,
-      read_at: null,
-    })
-    .execute();
+  await insertTextQuery.execute(db, id, text.direction, text.from, text.to, text.text, now);
   return {
     id,
     direction: text.direction,

@@ -107,7 +107,12 @@ export function groupCommit<DB>(database: Database<DB>, maxBatch = MAX_BATCH): G
         // transaction without yielding, so requests that arrived meanwhile join it only so.
         if (!running) {
           running = true;
-          setImmediate(() => void drain());
+          setImmediate(() =>
+            // runBatch settles every unit it took; should drain itself fail, none is left waiting.
+            drain().catch((error: unknown) => {
+              for (const p of queue.splice(0)) p.reject(error);
+            }),
+          );
         }
       });
     },

@@ -5,7 +5,9 @@
 import type { StreamingHttpTransport } from "../handset/http-client.ts";
 import type { UnlockedIdentity } from "../handset/identity-module.ts";
 import type { SignedBackupHttp } from "./client-http.ts";
-import type { BackupEnvelope } from "./protocol.ts";
+import type { BackupEnvelope, BackupSummary, SharedSummary } from "./protocol.ts";
+
+export type { BackupSummary, SharedSummary };
 
 // --- public types ------------------------------------------------------------------------------
 
@@ -29,23 +31,6 @@ export interface DirectoryEntry {
   recipient: string;
   /** base64url Ed25519 public key; its SHA-256 is the account id (checked on lookup). */
   signingKey: string;
-}
-
-/** GET /v1/backup/backups, one entry. */
-export interface BackupSummary {
-  id: string;
-  kind: "backup" | "share";
-  /** Epoch milliseconds (the envelope's Created). */
-  createdAt: number;
-  parent: string | null;
-  items: number;
-  bytes: number;
-}
-
-/** GET /v1/backup/shared, one entry: `owner` is the sharer's account id. */
-export interface SharedSummary extends BackupSummary {
-  owner: string;
-  sharedAt: number;
 }
 
 export interface BackupResult {

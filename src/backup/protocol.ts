@@ -104,6 +104,23 @@ export interface EnvelopeItem {
   payload: ItemPayload;
 }
 
+/** GET /v1/backup/backups, one entry. */
+export interface BackupSummary {
+  id: string;
+  kind: "backup" | "share";
+  /** Epoch milliseconds (the envelope's Created). */
+  createdAt: number;
+  parent: string | null;
+  items: number;
+  bytes: number;
+}
+
+/** GET /v1/backup/shared, one entry: `owner` is the sharer's account id. */
+export interface SharedSummary extends BackupSummary {
+  owner: string;
+  sharedAt: number;
+}
+
 export interface BackupEnvelope {
   /** `bk_…`, the SyncML SessionID. */
   backupId: string;

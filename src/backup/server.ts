@@ -17,7 +17,17 @@ import { parseRange } from "../platform/http/range.ts";
 import { type PeriodicJob, startPeriodic } from "../platform/periodic.ts";
 import { type BlobDownload, blobDamage, exactly } from "./blob-download.ts";
 import { envelopeSigningInput, parseEnvelope } from "./envelope.ts";
-import { ACCOUNT_ID, BLOB_ID, backupUri, blobIdOfUri } from "./protocol.ts";
+import {
+  ACCOUNT_ID,
+  type BackupSummary,
+  BLOB_ID,
+  backupUri,
+  blobIdOfUri,
+  type SharedSummary,
+} from "./protocol.ts";
+
+export type { BackupSummary, SharedSummary };
+
 import {
   blobDamaged,
   blobKey,
@@ -49,20 +59,6 @@ export interface AccountView {
   recipient: string;
   handle: string | null;
   createdAt: number;
-}
-
-export interface BackupSummary {
-  id: string;
-  kind: "backup" | "share";
-  createdAt: number;
-  parent: string | null;
-  items: number;
-  bytes: number;
-}
-
-export interface SharedSummary extends BackupSummary {
-  owner: string;
-  sharedAt: number;
 }
 
 const accountView = (a: store.AccountRow): AccountView => ({

@@ -252,6 +252,41 @@ async function register(
   return config;
 }
 
+/**
+ * A module just made in `dir` (created or imported): unlocked, its account registered with the
+ * pinned server, reported (JSON or lines), the PUK shown once unless the user chose it.
+ */
+async function registerModule(
+  dir: string,
+  server: { url: string; pin: string },
+  made: { module: IdentityModule; puk: string },
+  pin: string,
+  o: { handle?: string; puk?: string; json?: boolean },
+  what: string,
+): Promise<void> {
+  const identity = await made.module.unlock(pin);
+  try {
+    const config = await register(dir, server, identity, o.handle);
+    if (o.json)
+      print({
+        dir,
+        accountId: config.accountId,
+        handle: config.handle,
+        recipient: identity.recipient,
+        server: server.url,
+        ...(o.puk ? {} : { puk: made.puk }),
+      });
+    else {
+      say(`${what} in ${dir}; account ${config.accountId}${config.handle ? ` (${config.handle})` : ""}`);
+      say(`  recipient ${identity.recipient}`);
+      say(`  server ${server.url}, pinned`);
+    }
+    if (!o.puk) warnPuk(made.puk, o.json);
+  } finally {
+    identity.lock();
+  }
+}
+
 function warnPuk(puk: string, json: boolean | undefined): void {
   if (!json) say(`PUK: ${puk}`);
   process.stderr.write(
@@ -404,29 +439,7 @@ export function registerBackupCommands(program: Command): void {
         pin,
         ...(o.puk ? { puk: o.puk } : {}),
       });
-      const identity = await module.unlock(pin);
-      try {
-        const config = await register(dir, server, identity, o.handle);
-        if (o.json)
-          print({
-            dir,
-            accountId: config.accountId,
-            handle: config.handle,
-            recipient: identity.recipient,
-            server: server.url,
-            ...(o.puk ? {} : { puk }),
-          });
-        else {
-          say(
-            `backup handset in ${dir}; account ${config.accountId}${config.handle ? ` (${config.handle})` : ""}`,
-          );
-          say(`  recipient ${identity.recipient}`);
-          say(`  server ${server.url}, pinned`);
-        }
-        if (!o.puk) warnPuk(puk, o.json);
-      } finally {
-        identity.lock();
-      }
+      await registerModule(dir, server, { module, puk }, pin, o, "backup handset");
     });
 
   withDir(
@@ -494,23 +507,7 @@ export function registerBackupCommands(program: Command): void {
           pin,
           ...(o.puk ? { puk: o.puk } : {}),
         });
-        const identity = await module.unlock(pin);
-        try {
-          const config = await register(dir, server, identity, o.handle);
-          if (o.json)
-            print({
-              dir,
-              accountId: config.accountId,
-              handle: config.handle,
-              server: server.url,
-              ...(o.puk ? {} : { puk }),
-            });
-          else
-            say(`identity module of ${config.accountId} installed in ${dir}; server ${server.url}, pinned`);
-          if (!o.puk) warnPuk(puk, o.json);
-        } finally {
-          identity.lock();
-        }
+        await registerModule(dir, server, { module, puk }, pin, o, "imported identity module");
       },
     );
 

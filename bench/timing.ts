@@ -17,22 +17,25 @@ export async function timedAsync(fn: () => Promise<unknown>): Promise<number> {
 }
 
 /**
- * The fastest of `rounds` runs of each measurement, in milliseconds: on a shared machine the
- * fastest run is the least disturbed one. The order rotates every round, so that no measurement
- * always runs first or always follows the same one.
+ * The best of `rounds` runs of each measurement: by default the fastest (the smallest milliseconds;
+ * on a shared machine the fastest run is the least disturbed one), or by `best` (Math.max for
+ * rates). The order rotates every round, so that no measurement always runs first or always
+ * follows the same one.
  */
 export async function bestOfRounds<K extends string>(
   rounds: number,
   runs: Record<K, () => Promise<number>>,
+  best: (a: number, b: number) => number = Math.min,
 ): Promise<Record<K, number>> {
   const names = Object.keys(runs) as K[];
-  const best = Object.fromEntries(names.map((n) => [n, Number.POSITIVE_INFINITY])) as Record<K, number>;
+  const kept = {} as Record<K, number>;
   for (let r = 0; r < rounds; r++)
     for (let i = 0; i < names.length; i++) {
       const name = names[(i + r) % names.length]!;
-      best[name] = Math.min(best[name], await runs[name]());
+      const value = await runs[name]();
+      kept[name] = name in kept ? best(kept[name], value) : value;
     }
-  return best;
+  return kept;
 }
 
 /**
@@ -71,19 +74,15 @@ export async function forDuration(ms: number, workers: Array<() => Promise<unkno
 
 /**
  * The best rate of each `forDuration` measurement over `rounds` rounds of `ms` each, the order
- * rotating every round (as bestOfRounds): a figure and its ceiling meet the same disturbances.
+ * rotating every round (bestOfRounds): a figure and its ceiling meet the same disturbances.
  */
-export async function bestRates<K extends string>(
+export function bestRates<K extends string>(
   rounds: number,
   ms: number,
   runs: Record<K, Array<() => Promise<unknown>>>,
 ): Promise<Record<K, number>> {
-  const names = Object.keys(runs) as K[];
-  const best = Object.fromEntries(names.map((n) => [n, 0])) as Record<K, number>;
-  for (let r = 0; r < rounds; r++)
-    for (let i = 0; i < names.length; i++) {
-      const name = names[(i + r) % names.length]!;
-      best[name] = Math.max(best[name], await forDuration(ms, runs[name]));
-    }
-  return best;
+  const timed = Object.fromEntries(
+    (Object.keys(runs) as K[]).map((name) => [name, () => forDuration(ms, runs[name])]),
+  ) as Record<K, () => Promise<number>>;
+  return bestOfRounds(rounds, timed, Math.max);
 }

@@ -35,7 +35,7 @@ import type { ServerAddress } from "../handset/handset.ts";
 import { IdentityModule, type UnlockedIdentity } from "../handset/identity-module.ts";
 import { createNodeTransport } from "../handset/node-transport.ts";
 import { print } from "./admin-command.ts";
-import { prompt, readPassphrase, resolveServer } from "./connect.ts";
+import { prompt, readPassphrase, requirePin, resolveServer } from "./connect.ts";
 import { createProgressBar, type ProgressBar } from "./progress.ts";
 
 const FORMAT = "handsafe-backup-handset";
@@ -197,9 +197,7 @@ function pinnedServer(o: ServerChoice): { url: string; pin: string } {
     ...(o.serverPin === undefined ? {} : { pin: o.serverPin }),
     ...(o.dataDir === undefined ? {} : { dataDir: o.dataDir }),
   });
-  if (!server.pin)
-    throw cliError("cli.no_pin", `a simulated handset pins its server: give --server-pin for ${server.url}`);
-  return { url: server.url, pin: server.pin };
+  return requirePin(server, "simulated handset", "--server-pin");
 }
 
 /** A new handset folder: the keystore opened (created), nothing else there yet. */

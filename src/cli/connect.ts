@@ -32,6 +32,22 @@ export function resolveServer(options: ServerOptions): ServerAddress {
   );
 }
 
+/**
+ * A simulated handset (phone, zone, backup handset, manager) pins its server: the address with its
+ * pin, or cli.no_pin naming the option that gives one.
+ */
+export function requirePin(
+  server: ServerAddress,
+  what: string,
+  option = "--pin",
+): { url: string; pin: string } {
+  if (!server.pin)
+    throw new HandsafeError("cli.no_pin", `a ${what} pins its server: give ${option} for ${server.url}`, {
+      status: 0,
+    });
+  return { url: server.url, pin: server.pin };
+}
+
 /** `--token`/`HANDSAFE_ADMIN_TOKEN`, else `<HANDSAFE_DATA_DIR>/admin.token` of a local server. */
 export function resolveAdminToken(options: { token?: string; dataDir?: string }): string {
   const dataDir = resolve(options.dataDir ?? process.env["HANDSAFE_DATA_DIR"] ?? "./data");

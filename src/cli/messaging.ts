@@ -22,12 +22,11 @@ import type { Command } from "commander";
 import { fromBase64url, toBase64url } from "../core/codec/base64url.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { FolderKeystore } from "../handset/folder-keystore.ts";
-import type { ServerAddress } from "../handset/handset.ts";
 import type { HttpClient } from "../handset/http-client.ts";
+import { OutboxLine } from "../handset/outbox-line.ts";
 import { MessagingApp, type OpenedMessage } from "../messaging/handset.ts";
 import type { MessageBody } from "../messaging/protocol.ts";
 import { type MessageStatus, MessagingSender, type Reply } from "../messaging/sender-client.ts";
-import { OutboxLine } from "../handset/outbox-line.ts";
 import { SimulatedMessagingHandset } from "../messaging/simulator.ts";
 import { normalisePhoneNumber } from "../platform/notify/sms/phone.ts";
 import { type AdminOptions, adminCommand, print, withAdmin, withServer } from "./admin-command.ts";
@@ -35,6 +34,7 @@ import {
   adminClient,
   pinnedClient,
   readPassphrase,
+  requirePin,
   resolveAdminToken,
   resolveServer,
   type ServerOptions,
@@ -377,15 +377,7 @@ function registerPhoneCommands(program: Command): void {
     .option("--pin <pin>", "server SPKI SHA-256 pin (default: HANDSAFE_PIN or the local server's)")
     .action(async (o: PhoneOptions & ServerOptions & { number: string }) => {
       const number = normalisePhoneNumber(o.number);
-      const server: ServerAddress = resolveServer(o);
-      if (!server.pin)
-        throw new HandsafeError(
-          "cli.no_pin",
-          `a simulated phone pins its server: give --pin for ${server.url}`,
-          {
-            status: 0,
-          },
-        );
+      const server = requirePin(resolveServer(o), "simulated phone");
       const dir = resolve(o.dir);
       const existing = await readdir(dir).catch((e: NodeJS.ErrnoException) => {
         if (e.code === "ENOENT") return [];

@@ -52,7 +52,14 @@ import {
 import type { ProvisioningBundle, RelayView } from "../trustzone/server.ts";
 import { ZoneLink, type ZoneSyncReport } from "../trustzone/zone-link.ts";
 import { type AdminOptions, print, withAdmin, withServer } from "./admin-command.ts";
-import { adminClient, pinnedClient, readPassphrase, resolveServer, type ServerOptions } from "./connect.ts";
+import {
+  adminClient,
+  pinnedClient,
+  readPassphrase,
+  requirePin,
+  resolveServer,
+  type ServerOptions,
+} from "./connect.ts";
 
 // --- the SDK pieces a carrier, a manager and a handset put together (also used by the demo and bench) ---
 
@@ -271,14 +278,6 @@ function withConnection(cmd: Command): Command {
     .option("--url <url>", "server URL (default: HANDSAFE_URL or the local server's data/server.json)")
     .option("--pin <pin>", "server SPKI SHA-256 pin (default: HANDSAFE_PIN or the local server's)")
     .option("--data-dir <dir>", "the local server's data folder (default: HANDSAFE_DATA_DIR or ./data)");
-}
-
-function requirePin(server: ServerAddress, what: string): { url: string; pin: string } {
-  if (!server.pin)
-    throw new HandsafeError("cli.no_pin", `a ${what} pins its server: give --pin for ${server.url}`, {
-      status: 0,
-    });
-  return { url: server.url, pin: server.pin };
 }
 
 // --- a simulated zone in a folder -------------------------------------------------------------------

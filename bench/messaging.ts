@@ -9,9 +9,6 @@
  * - ceiling: a route added to the same server (StartOptions.extend) that authenticates the sender
  *   exactly as /v1/messages does and inserts one row — the least any accepted message must cost.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { adminClient } from "../src/cli/connect.ts";
 import type { HttpClient } from "../src/handset/http-client.ts";
 import { MemoryKeystore } from "../src/handset/keystore.ts";
@@ -20,9 +17,7 @@ import { OutboxLine } from "../src/handset/outbox-line.ts";
 import { MessagingApp } from "../src/messaging/handset.ts";
 import { SimulatedMessagingHandset } from "../src/messaging/simulator.ts";
 import { bearerToken } from "../src/platform/auth/guard.ts";
-import { loadConfig } from "../src/platform/config.ts";
-import { type RunningServer, startServer } from "../src/platform/server.ts";
-import { CEILING_PATH, ceilingRoute } from "./ceiling-route.ts";
+import { CEILING_PATH, startCeilingServer } from "./ceiling-route.ts";
 import { bestRates } from "./timing.ts";
 import type { BenchResult } from "./types.ts";
 
@@ -36,22 +31,11 @@ let numberSeq = 0;
 const nextNumber = () => `+49151${String(10_000_000 + (numberSeq++ % 89_999_999)).slice(-8)}`;
 
 export async function benchMessaging(): Promise<BenchResult[]> {
-  const dataDir = mkdtempSync(join(tmpdir(), "handsafe-bench-msg-"));
-  let running: RunningServer | undefined;
-  const server = await startServer({
-    config: loadConfig({
-      HANDSAFE_DATA_DIR: dataDir,
-      HANDSAFE_PORT: "0",
-      HANDSAFE_LOG_LEVEL: "silent",
-      HANDSAFE_RATE_LIMIT: "0",
-      HANDSAFE_SMS_PER_NUMBER_PER_HOUR: "0",
-      HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT: "0",
-    }),
-    extend: ceilingRoute((request) =>
-      running!.messaging.service.authenticateSender(bearerToken(request), request.ip),
-    ),
-  });
-  running = server;
+  const { server, close } = await startCeilingServer(
+    "msg",
+    { HANDSAFE_SMS_PER_NUMBER_PER_HOUR: "0", HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT: "0" },
+    (running, request) => running.messaging.service.authenticateSender(bearerToken(request), request.ip),
+  );
   const clients: HttpClient[] = [];
   try {
     const admin = adminClient(server, server.adminToken!);
@@ -102,7 +86,6 @@ export async function benchMessaging(): Promise<BenchResult[]> {
     ];
   } finally {
     for (const c of clients) c.close();
-    await server.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await close();
   }
 }

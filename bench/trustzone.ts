@@ -22,9 +22,6 @@
  *   Ceiling: one raw AES-256-GCM seal (write) / open (read) of the same package size — the least a
  *   write or read must do.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { adminClient } from "../src/cli/connect.ts";
@@ -41,8 +38,6 @@ import { MemoryKeystore } from "../src/handset/keystore.ts";
 import { createNodeHttpClient } from "../src/handset/node-transport.ts";
 import { SecureZone } from "../src/handset/secure-zone.ts";
 import { bearerToken } from "../src/platform/auth/guard.ts";
-import { loadConfig } from "../src/platform/config.ts";
-import { type RunningServer, startServer } from "../src/platform/server.ts";
 import {
   deriveContainerKey,
   deriveSubKey,
@@ -53,7 +48,7 @@ import {
 } from "../src/trustzone/protocol.ts";
 import type { ProvisioningBundle } from "../src/trustzone/server.ts";
 import { ZoneLink } from "../src/trustzone/zone-link.ts";
-import { CEILING_PATH, ceilingRoute } from "./ceiling-route.ts";
+import { CEILING_PATH, startCeilingServer } from "./ceiling-route.ts";
 import { forDuration, opsPerSecond } from "./timing.ts";
 import type { BenchResult } from "./types.ts";
 
@@ -116,20 +111,9 @@ function benchDerivation(): BenchResult[] {
 }
 
 async function benchApi(): Promise<BenchResult[]> {
-  const dataDir = mkdtempSync(join(tmpdir(), "handsafe-bench-tsm-"));
-  let running: RunningServer | undefined;
-  const server = await startServer({
-    config: loadConfig({
-      HANDSAFE_DATA_DIR: dataDir,
-      HANDSAFE_PORT: "0",
-      HANDSAFE_LOG_LEVEL: "silent",
-      HANDSAFE_RATE_LIMIT: "0",
-    }),
-    extend: ceilingRoute((request) =>
-      running!.trustzone.service.authenticateManager(bearerToken(request), request.ip),
-    ),
-  });
-  running = server;
+  const { server, close } = await startCeilingServer("tsm", {}, (running, request) =>
+    running.trustzone.service.authenticateManager(bearerToken(request), request.ip),
+  );
   const clients: HttpClient[] = [];
   const client = () => {
     const c = createNodeHttpClient({ baseUrl: server.url, pin: server.pin });
@@ -268,8 +252,7 @@ async function benchApi(): Promise<BenchResult[]> {
     ];
   } finally {
     for (const c of clients) c.close();
-    await server.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await close();
   }
 }
 

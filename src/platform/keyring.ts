@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash } from "node:crypto";
 import {
   closeSync,
   fsyncSync,
@@ -13,6 +13,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { concatBytes, toHex, utf8 } from "../core/codec/bytes.ts";
+import { randomBytes } from "../core/crypto/random.ts";
 import { HandsafeError } from "../core/errors.ts";
 import type { Config } from "./config.ts";
 
@@ -96,7 +97,7 @@ export function createKeyring(current: Uint8Array, previous: readonly Uint8Array
     const kidBytes = utf8(currentKid);
     const header = concatBytes(Uint8Array.of(AT_REST_VERSION, kidBytes.length), kidBytes);
     const aadBytes = utf8(aad);
-    const dek = new Uint8Array(randomBytes(KEY_LENGTH));
+    const dek = randomBytes(KEY_LENGTH);
     try {
       const wrapped = gcmSeal(currentKey, dek, labelled(AT_REST_DEK_LABEL, header, aadBytes));
       const body = gcmSeal(dek, plaintext, labelled(AT_REST_DATA_LABEL, header, aadBytes));
@@ -201,7 +202,7 @@ function readKeyFileIfPresent(path: string): Uint8Array | undefined {
  * winner — never a half-written key.
  */
 function createKeyFile(dir: string, path: string): Uint8Array {
-  const key = new Uint8Array(randomBytes(KEY_LENGTH));
+  const key = randomBytes(KEY_LENGTH);
   const tmp = `${path}.tmp-${toHex(randomBytes(6))}`;
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });

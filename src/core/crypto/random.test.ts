@@ -16,6 +16,19 @@ describe("randomness", () => {
     }
   });
 
+  it("never hands out the same pooled bytes twice, across pool refills", () => {
+    // 4 KiB pool: 2,000 draws of 16 bytes refill it several times; any repeat is a reuse.
+    const seen = new Set<string>();
+    for (let i = 0; i < 2000; i++) seen.add(Buffer.from(nodeBackend.randomBytes(16)).toString("hex"));
+    expect(seen.size).toBe(2000);
+    // Odd sizes that straddle a refill still come out full length and not all zero.
+    for (let i = 0; i < 300; i++) {
+      const out = nodeBackend.randomBytes(1 + (i % 250));
+      expect(out).toHaveLength(1 + (i % 250));
+      if (out.length >= 16) expect(out.some((b) => b !== 0)).toBe(true);
+    }
+  });
+
   it("randomToken is base64url of `bytes` random bytes", () => {
     expect(fromBase64url(randomToken())).toHaveLength(32);
     expect(fromBase64url(randomToken(12))).toHaveLength(12);

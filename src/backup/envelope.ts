@@ -1,7 +1,7 @@
 import { parseRecipient } from "../core/age/keys.ts";
 import { base64Standard } from "../core/codec/base64.ts";
 import { concatBytes, fromHex, toHex, utf8 } from "../core/codec/bytes.ts";
-import { parseXml, writeXml, type XmlElement } from "../core/codec/xml.ts";
+import { DEFAULT_XML_LIMITS, parseXml, writeXml, type XmlElement } from "../core/codec/xml.ts";
 import { HandsafeError } from "../core/errors.ts";
 import {
   ACCOUNT_ID,
@@ -28,6 +28,8 @@ import {
   type ItemKind,
   type ItemPayload,
   LABELS,
+  MAX_ENVELOPE_BYTES,
+  MAX_ENVELOPE_PARTS,
 } from "./protocol.ts";
 
 /**
@@ -92,12 +94,8 @@ function itemCommand(item: EnvelopeItem, cmdId: number): XmlElement {
   ]);
 }
 
-/**
- * The envelope as UTF-8 XML. The output is read back with parseEnvelope before it is returned, so
- * what this writes is always what the server and a restoring handset accept (else
- * `backup.envelope_invalid`, naming the path).
- */
-export function encodeEnvelope(env: BackupEnvelope): Uint8Array {
+/** SyncHdr: the same in every part of one envelope but for MsgID. */
+function headerElement(env: BackupEnvelope, msgId: number): XmlElement {
   if (!Number.isSafeInteger(env.createdAt) || Number.isNaN(new Date(env.createdAt).getTime()))
     invalid("SyncML/SyncHdr/Meta/Created", "createdAt is not a whole number of milliseconds");
   const meta = [leaf("Kind", env.kind), leaf("Created", new Date(env.createdAt).toISOString())];
@@ -106,7 +104,7 @@ export function encodeEnvelope(env: BackupEnvelope): Uint8Array {
     leaf("VerDTD", ENVELOPE_VER_DTD),
     leaf("VerProto", ENVELOPE_VER_PROTO),
     leaf("SessionID", env.backupId),
-    leaf("MsgID", "1"),
+    leaf("MsgID", String(msgId)),
     node("Target", [locUri(env.target)]),
     node("Source", [locUri(env.source.handset), leaf("LocName", env.source.account)]),
     node("Meta", meta),
@@ -122,16 +120,128 @@ export function encodeEnvelope(env: BackupEnvelope): Uint8Array {
         env.sharedWith.map((a) => leaf("Account", a)),
       ),
     );
-  let cmdId = 0;
-  const body = env.items.map((item) => itemCommand(item, ++cmdId));
+  return node("SyncHdr", header);
+}
+
+/** Every command of the snapshot, items first then deletes, numbered 1, 2, … from `firstCmdId`. */
+function commandElements(env: BackupEnvelope): XmlElement[] {
+  const body = env.items.map((item) => itemCommand(item, 0));
   for (const id of env.deleted)
-    body.push(node("Delete", [leaf("CmdID", String(++cmdId)), node("Item", [node("Source", [locUri(id)])])]));
-  const root = node("SyncML", [node("SyncHdr", header), node("SyncBody", body)], {
+    body.push(node("Delete", [leaf("CmdID", "0"), node("Item", [node("Source", [locUri(id)])])]));
+  return body;
+}
+
+/** One SyncML message: the header, `commands` renumbered from 1 (CmdID is per message), <Final/> last. */
+function documentBytes(
+  env: BackupEnvelope,
+  msgId: number,
+  commands: XmlElement[],
+  final: boolean,
+): Uint8Array {
+  commands.forEach((c, i) => {
+    c.children[0]!.text = String(i + 1);
+  });
+  const body = final ? [...commands, node("Final", [])] : commands;
+  const root = node("SyncML", [headerElement(env, msgId), node("SyncBody", body)], {
     xmlns: ENVELOPE_NAMESPACE,
   });
-  const bytes = utf8(writeXml(root, { declaration: true }));
+  return utf8(writeXml(root, { declaration: true }));
+}
+
+/**
+ * The envelope as one UTF-8 XML document (MsgID 1, <Final/>). The output is read back with
+ * parseEnvelope before it is returned, so what this writes is always what the server and a
+ * restoring handset accept (else `backup.envelope_invalid`, naming the path). Past the reader's
+ * limits it fails as the reader does (`xml.too_large`, `xml.too_many_nodes`): encodeEnvelopeParts
+ * splits such an envelope.
+ */
+export function encodeEnvelope(env: BackupEnvelope): Uint8Array {
+  const bytes = documentBytes(env, 1, commandElements(env), true);
   parseEnvelope(bytes);
   return bytes;
+}
+
+/** How large each part of encodeEnvelopeParts may be: the server reader's limits by default. */
+export interface EnvelopePartLimits {
+  maxBytes: number;
+  maxElements: number;
+}
+
+export const DEFAULT_PART_LIMITS: Readonly<EnvelopePartLimits> = Object.freeze({
+  maxBytes: MAX_ENVELOPE_BYTES,
+  maxElements: DEFAULT_XML_LIMITS.maxNodes,
+});
+
+function elementCount(el: XmlElement): number {
+  let n = 1;
+  for (const c of el.children) n += elementCount(c);
+  return n;
+}
+
+/**
+ * The envelope as a SyncML session of one or more messages (§4 Parts): the same header in each
+ * (MsgID 1, 2, …), the commands in order, as many per message as fit `limits`, <Final/> on the
+ * last. One message when everything fits, byte for byte what encodeEnvelope writes. Each part is
+ * read back with parseEnvelopePart before it is returned. More than MAX_ENVELOPE_PARTS parts, or a
+ * single command that fits in no part: `backup.envelope_too_large` (413).
+ */
+export function encodeEnvelopeParts(
+  env: BackupEnvelope,
+  limits: EnvelopePartLimits = DEFAULT_PART_LIMITS,
+): Uint8Array[] {
+  const commands = commandElements(env);
+  // The header's cost, at the widest MsgID a part can carry, with <Final/>.
+  const empty = documentBytes(env, MAX_ENVELOPE_PARTS, [], true);
+  const headerElements = elementCount(parseXml(empty));
+  const budgetBytes = limits.maxBytes - empty.length;
+  const budgetElements = limits.maxElements - headerElements;
+  const groups: XmlElement[][] = [];
+  let group: XmlElement[] = [];
+  let bytes = 0;
+  let elements = 0;
+  for (const c of commands) {
+    const text = writeXml(c, { declaration: false });
+    // Inside SyncBody every line of the command is indented by two more levels (4 spaces).
+    const cost = utf8(text).length + 4 * (text.split("\n").length + 1);
+    const count = elementCount(c);
+    if (cost > budgetBytes || count > budgetElements)
+      tooLarge(env, limits, "a single item does not fit in a part");
+    if (group.length > 0 && (bytes + cost > budgetBytes || elements + count > budgetElements)) {
+      groups.push(group);
+      group = [];
+      bytes = 0;
+      elements = 0;
+    }
+    group.push(c);
+    bytes += cost;
+    elements += count;
+  }
+  groups.push(group);
+  if (groups.length > MAX_ENVELOPE_PARTS) tooLarge(env, limits, `more than ${MAX_ENVELOPE_PARTS} parts`);
+  return groups.map((g, i) => {
+    const final = i === groups.length - 1;
+    const doc = documentBytes(env, i + 1, g, final);
+    const part = parseEnvelopePart(doc);
+    if (part.msgId !== i + 1 || part.final !== final || doc.length > limits.maxBytes)
+      throw new HandsafeError("internal", `envelope part ${i + 1} came out over its limits`, { status: 500 });
+    return doc;
+  });
+}
+
+function tooLarge(env: BackupEnvelope, limits: EnvelopePartLimits, why: string): never {
+  throw new HandsafeError(
+    BACKUP_ERRORS.envelopeTooLarge,
+    `this backup's envelope does not fit in ${MAX_ENVELOPE_PARTS} parts of ${limits.maxBytes} bytes and ${limits.maxElements} elements (${why}): back up fewer items at once`,
+    {
+      status: 413,
+      details: {
+        limit: limits.maxBytes,
+        maxElements: limits.maxElements,
+        maxParts: MAX_ENVELOPE_PARTS,
+        items: env.items.length,
+      },
+    },
+  );
 }
 
 /** §4 Signature: Ed25519 signs `"handsafe/v1/backup/envelope" || 0x00 || xml bytes`. */
@@ -295,8 +405,29 @@ function itemFields(
   return { kind, size: plaintext, hash, name, header, payload };
 }
 
-/** Reads an envelope; refuses with `backup.envelope_invalid` (details.path), or the reader's `xml.*`. */
+/** One message of an envelope (§4 Parts): its MsgID, whether it is the last, and what it holds. */
+export interface EnvelopePart {
+  msgId: number;
+  final: boolean;
+  /** The envelope's header, with this message's commands only. */
+  envelope: BackupEnvelope;
+}
+
+/**
+ * Reads a whole envelope — one message, MsgID 1 with <Final/>; refuses with
+ * `backup.envelope_invalid` (details.path), or the reader's `xml.*`. A part of a larger envelope
+ * is read with parseEnvelopePart and joined with combineEnvelopeParts.
+ */
 export function parseEnvelope(xml: Uint8Array): BackupEnvelope {
+  const part = parseEnvelopePart(xml);
+  if (part.msgId !== 1) invalid("SyncML/SyncHdr/MsgID", "not 1 (a later part of an envelope in parts)");
+  if (!part.final)
+    invalid("SyncML/SyncBody/Final", "missing element (the first part of an envelope in parts)");
+  return part.envelope;
+}
+
+/** Reads one message of an envelope: as parseEnvelope, with MsgID 1..MAX_ENVELOPE_PARTS and <Final/> optional. */
+export function parseEnvelopePart(xml: Uint8Array): EnvelopePart {
   const root = parseXml(xml);
   if (root.name !== "SyncML") invalid(root.name, "the root element is SyncML");
   if (root.attributes["xmlns"] !== ENVELOPE_NAMESPACE) invalid("SyncML/@xmlns", `not ${ENVELOPE_NAMESPACE}`);
@@ -322,7 +453,8 @@ export function parseEnvelope(xml: Uint8Array): BackupEnvelope {
     `${h}/SessionID`,
     "a backup id",
   );
-  if (text(hdr["MsgID"], `${h}/MsgID`) !== "1") invalid(`${h}/MsgID`, "not 1");
+  const msgId = size(text(hdr["MsgID"], `${h}/MsgID`), `${h}/MsgID`);
+  if (msgId < 1 || msgId > MAX_ENVELOPE_PARTS) invalid(`${h}/MsgID`, `not 1..${MAX_ENVELOPE_PARTS}`);
   const target = text(container(hdr["Target"]!, `${h}/Target`, ["LocURI"])["LocURI"], `${h}/Target/LocURI`);
   if (target !== backupUri(backupId)) invalid(`${h}/Target/LocURI`, `not ${backupUri(backupId)}`);
   const src = container(hdr["Source"]!, `${h}/Source`, ["LocURI", "LocName"]);
@@ -387,7 +519,15 @@ export function parseEnvelope(xml: Uint8Array): BackupEnvelope {
   const deleted: string[] = [];
   const ids = new Set<string>();
   const counts: Record<string, number> = {};
-  body.children.forEach((cmd, i) => {
+  // <Final/>, empty, closes the last message of an envelope.
+  const last = body.children.at(-1);
+  const final = last?.name === "Final";
+  if (final) {
+    text(last, `${b}/Final`);
+    if (last.text !== "") invalid(`${b}/Final`, "unexpected text");
+  }
+  const commands = final ? body.children.slice(0, -1) : body.children;
+  commands.forEach((cmd, i) => {
     counts[cmd.name] = (counts[cmd.name] ?? 0) + 1;
     const path = `${b}/${cmd.name}[${counts[cmd.name]}]`;
     const isItem = (ITEM_COMMANDS as readonly string[]).includes(cmd.name);
@@ -421,5 +561,61 @@ export function parseEnvelope(xml: Uint8Array): BackupEnvelope {
     deleted,
   };
   if (parent !== undefined) envelope.parent = parent;
-  return envelope;
+  return { msgId, final, envelope };
+}
+
+/** The header fields every part of one envelope must share. */
+function headerKey(env: BackupEnvelope): string {
+  return JSON.stringify([
+    env.backupId,
+    env.kind,
+    env.createdAt,
+    env.parent ?? null,
+    env.source.handset,
+    env.source.account,
+    env.target,
+    env.recipients,
+    env.sharedWith,
+  ]);
+}
+
+/**
+ * The whole envelope from its parts, in MsgID order: MsgID 1, 2, … with <Final/> on the last only,
+ * the same header in each, an item id once across all of them, and every Add | Replace | Copy
+ * before the first Delete across the session. Refuses with `backup.envelope_invalid`, details
+ * `{path, part}`.
+ */
+export function combineEnvelopeParts(parts: readonly EnvelopePart[]): BackupEnvelope {
+  const refuse = (part: number, path: string, message: string): never => {
+    throw new HandsafeError(BACKUP_ERRORS.envelopeInvalid, `part ${part}: ${path}: ${message}`, {
+      status: 400,
+      details: { path, part },
+    });
+  };
+  if (parts.length === 0) refuse(1, "SyncML", "missing part");
+  const first = parts[0]!.envelope;
+  const key = headerKey(first);
+  const items: EnvelopeItem[] = [];
+  const deleted: string[] = [];
+  const ids = new Set<string>();
+  parts.forEach((p, i) => {
+    const n = i + 1;
+    if (p.msgId !== n) refuse(n, "SyncML/SyncHdr/MsgID", `not ${n}`);
+    const last = n === parts.length;
+    if (p.final !== last) refuse(n, "SyncML/SyncBody/Final", last ? "missing element" : "unexpected element");
+    if (n > 1 && headerKey(p.envelope) !== key) refuse(n, "SyncML/SyncHdr", "not the first part's header");
+    if (deleted.length > 0 && p.envelope.items.length > 0)
+      refuse(n, "SyncML/SyncBody", "an item listed after a Delete of an earlier part");
+    for (const item of p.envelope.items) {
+      if (ids.has(item.id)) refuse(n, "SyncML/SyncBody", `item ${item.id} listed twice`);
+      ids.add(item.id);
+      items.push(item);
+    }
+    for (const id of p.envelope.deleted) {
+      if (ids.has(id)) refuse(n, "SyncML/SyncBody", `item ${id} both listed and deleted, or deleted twice`);
+      ids.add(id);
+      deleted.push(id);
+    }
+  });
+  return { ...first, items, deleted };
 }

@@ -150,6 +150,11 @@ export const MAX_PATCH_BYTES = 64 * 1024 * 1024;
 export const MAX_BLOB_BYTES = 64 * 1024 ** 3;
 /** An envelope: at most 16 MiB (the XML reader refuses more as xml.too_large). */
 export const MAX_ENVELOPE_BYTES = 16 * 1024 * 1024;
+/**
+ * An envelope over the limits above travels as a SyncML session of several messages (§4 Parts):
+ * at most this many, so at most 1 GiB of XML per backup (and ≈ 1 million items).
+ */
+export const MAX_ENVELOPE_PARTS = 64;
 /** Uploads not completed within this long are dropped by the sweep. */
 export const UPLOAD_TTL_MS = 7 * 86_400_000;
 

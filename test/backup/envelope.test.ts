@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { encodeEnvelope, envelopeSigningInput, parseEnvelope } from "../../src/backup/envelope.ts";
+import {
+  combineEnvelopeParts,
+  DEFAULT_PART_LIMITS,
+  encodeEnvelope,
+  encodeEnvelopeParts,
+  envelopeSigningInput,
+  parseEnvelope,
+  parseEnvelopePart,
+} from "../../src/backup/envelope.ts";
 import {
   agePayloadSize,
   BACKUP_ID,
@@ -9,6 +17,7 @@ import {
   INLINE_MAX_BYTES,
   INLINE_PAYLOAD_MAX_BYTES,
   LABELS,
+  MAX_ENVELOPE_PARTS,
   newBackupId,
   newBlobId,
   newUploadId,
@@ -149,6 +158,7 @@ describe("a full envelope", () => {
       "<CmdID>6</CmdID>",
       `<Hash alg="hmac-sha256">${"0".repeat(0)}`,
       `<Blob uri="${BLOB}" size="${agePayloadSize(1024 * 1024)}" sha256="`,
+      "<Final/>\n  </SyncBody>",
     ])
       expect(XML).toContain(line);
     const order = ["<Add>", "<Replace>", "<Copy>", "<Add>", "<Delete>", "<Delete>"];
@@ -207,7 +217,7 @@ describe("a forged or damaged document: backup.envelope_invalid with its path", 
     expect(refuse((x) => x.replace("<CmdID>3</CmdID>", "$&<Evil>x</Evil>"))).toEqual(
       invalidAt("SyncML/SyncBody/Copy[1]/Evil"),
     );
-    expect(refuse((x) => x.replace("</SyncBody>", "<Exec><CmdID>7</CmdID></Exec>$&"))).toEqual(
+    expect(refuse((x) => x.replace("<Final/>", "<Exec><CmdID>7</CmdID></Exec>$&"))).toEqual(
       invalidAt("SyncML/SyncBody/Exec[1]"),
     );
     expect(refuse((x) => x.replace("<Size>10</Size>", "<Size>10<b/></Size>"))).toEqual(
@@ -372,9 +382,7 @@ describe("a forged or damaged document: backup.envelope_invalid with its path", 
     const add = XML.slice(XML.indexOf("    <Add>"), XML.indexOf("    <Replace>"))
       .replace("<CmdID>1", "<CmdID>7")
       .replace(IT[0], id("it_", "9", 24));
-    expect(refuse((x) => x.replace("  </SyncBody>", add + "$&"))).toEqual(
-      invalidAt("SyncML/SyncBody/Add[3]"),
-    );
+    expect(refuse((x) => x.replace("    <Final/>", add + "$&"))).toEqual(invalidAt("SyncML/SyncBody/Add[3]"));
   });
   it("a fixed header value changed", () => {
     expect(refuse((x) => x.replace("<VerDTD>1.2", "<VerDTD>1.1"))).toEqual(
@@ -394,5 +402,131 @@ describe("a forged or damaged document: backup.envelope_invalid with its path", 
     expect(refusal(() => parseEnvelope(utf8(XML.replace("<MsgID>1", "<MsgID>&e;")))).code).toBe(
       "xml.entity_forbidden",
     );
+  });
+});
+
+describe("an envelope in parts (a SyncML session of several messages)", () => {
+  /** The full envelope with `n` more small records, so that small part limits split it. */
+  function manyItems(n: number): BackupEnvelope {
+    const env = fullEnvelope();
+    for (let i = 0; i < n; i++)
+      env.items.push({
+        command: "Add",
+        id: `it_${String(i).padStart(24, "0")}`,
+        kind: "contacts",
+        size: 300,
+        hash: bytes(32, i),
+        name: bytes(40, i + 1),
+        header: bytes(180, i + 2),
+        payload: { inline: bytes(agePayloadSize(300), i + 3) },
+      });
+    return env;
+  }
+  const small = { maxBytes: 128 * 1024, maxElements: 2000 };
+
+  it("is one message, byte for byte encodeEnvelope's, when everything fits", () => {
+    const env = fullEnvelope();
+    expect(encodeEnvelopeParts(env)).toEqual([encodeEnvelope(env)]);
+    expect(DEFAULT_PART_LIMITS.maxBytes).toBe(16 * 1024 * 1024);
+  });
+
+  it("splits past the limits: MsgID 1, 2, …, <Final/> on the last only, each within them; joined it is the envelope", () => {
+    const env = manyItems(300);
+    const parts = encodeEnvelopeParts(env, small);
+    expect(parts.length).toBeGreaterThan(3);
+    const read = parts.map((xml) => parseEnvelopePart(xml));
+    read.forEach((p, i) => {
+      expect(p.msgId).toBe(i + 1);
+      expect(p.final).toBe(i === parts.length - 1);
+      expect(parts[i]!.length).toBeLessThanOrEqual(small.maxBytes);
+      expect(p.envelope.items.length + p.envelope.deleted.length).toBeGreaterThan(0);
+    });
+    expect(combineEnvelopeParts(read)).toEqual(env);
+    // The element limit binds too: 12 elements an item.
+    const byElements = encodeEnvelopeParts(env, { maxBytes: 16 * 1024 * 1024, maxElements: 1000 });
+    expect(byElements.length).toBe(Math.ceil((env.items.length * 12 + 2 * 5) / (1000 - 30)));
+    expect(combineEnvelopeParts(byElements.map(parseEnvelopePart))).toEqual(env);
+    // Byte-stable as a whole.
+    expect(encodeEnvelopeParts(env, small)).toEqual(parts);
+  });
+
+  it("a part alone is not an envelope: parseEnvelope refuses a later part and an unfinished first one", () => {
+    const parts = encodeEnvelopeParts(manyItems(300), small);
+    expect([
+      refusal(() => parseEnvelope(parts[1]!)).code,
+      refusal(() => parseEnvelope(parts[1]!)).details?.["path"],
+    ]).toEqual(invalidAt("SyncML/SyncHdr/MsgID"));
+    expect(refusal(() => parseEnvelope(parts[0]!)).details?.["path"]).toBe("SyncML/SyncBody/Final");
+  });
+
+  it("joining refuses a missing, repeated or reordered part, an early or missing <Final/>, another header", () => {
+    const env = manyItems(300);
+    const read = encodeEnvelopeParts(env, small).map(parseEnvelopePart);
+    const code = (parts: typeof read) => {
+      const e = refusal(() => combineEnvelopeParts(parts));
+      return [e.code, e.details?.["part"], e.details?.["path"]];
+    };
+    const n = read.length;
+    expect(code([read[0]!, ...read.slice(2)])).toEqual([
+      "backup.envelope_invalid",
+      2,
+      "SyncML/SyncHdr/MsgID",
+    ]);
+    expect(code([read[1]!, read[0]!, ...read.slice(2)])).toEqual([
+      "backup.envelope_invalid",
+      1,
+      "SyncML/SyncHdr/MsgID",
+    ]);
+    expect(code(read.slice(0, -1))).toEqual(["backup.envelope_invalid", n - 1, "SyncML/SyncBody/Final"]);
+    expect(code([])).toEqual(["backup.envelope_invalid", 1, "SyncML"]);
+    // Another backup's part 2 (same items, another SessionID) in this session.
+    const other = encodeEnvelopeParts(
+      { ...env, backupId: PARENT, target: `/v1/backup/backups/${PARENT}`, parent: BK },
+      small,
+    ).map(parseEnvelopePart);
+    expect(code([read[0]!, other[1]!, ...read.slice(2)])).toEqual([
+      "backup.envelope_invalid",
+      2,
+      "SyncML/SyncHdr",
+    ]);
+    // A part that repeats an item of an earlier part.
+    const dup = { ...read[1]!, envelope: { ...read[1]!.envelope, items: [read[0]!.envelope.items[0]!] } };
+    expect(code([read[0]!, dup, ...read.slice(2)])).toEqual([
+      "backup.envelope_invalid",
+      2,
+      "SyncML/SyncBody",
+    ]);
+    // An item after a Delete of an earlier part.
+    const withDelete = { ...read[0]!, envelope: { ...read[0]!.envelope, deleted: [GONE[0]] } };
+    expect(code([withDelete, ...read.slice(1)])).toEqual(["backup.envelope_invalid", 2, "SyncML/SyncBody"]);
+  });
+
+  it("MsgID is a canonical 1..MAX_ENVELOPE_PARTS; <Final/> is empty and last", () => {
+    for (const bad of ["0", "01", String(MAX_ENVELOPE_PARTS + 1), "x"])
+      expect(refuse((x) => x.replace("<MsgID>1</MsgID>", `<MsgID>${bad}</MsgID>`))).toEqual(
+        invalidAt("SyncML/SyncHdr/MsgID"),
+      );
+    expect(refuse((x) => x.replace("<Final/>", "<Final>yes</Final>"))).toEqual(
+      invalidAt("SyncML/SyncBody/Final"),
+    );
+    expect(refuse((x) => x.replace("<Final/>", '<Final a="1"/>'))).toEqual(
+      invalidAt("SyncML/SyncBody/Final/@a"),
+    );
+    expect(refuse((x) => x.replace("    <Delete>", "    <Final/>\n$&"))[1]).toBe("SyncML/SyncBody/Final[1]");
+  });
+
+  it("refuses with backup.envelope_too_large past MAX_ENVELOPE_PARTS, or an item no part can hold", () => {
+    const many = refusal(() =>
+      encodeEnvelopeParts(manyItems(300), { maxBytes: 8 * 1024, maxElements: 2000 }),
+    );
+    expect([many.code, many.status, many.details?.["maxParts"]]).toEqual([
+      "backup.envelope_too_large",
+      413,
+      MAX_ENVELOPE_PARTS,
+    ]);
+    const one = refusal(() =>
+      encodeEnvelopeParts(fullEnvelope(), { maxBytes: 64 * 1024, maxElements: 2000 }),
+    );
+    expect(one.code).toBe("backup.envelope_too_large");
   });
 });

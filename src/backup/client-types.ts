@@ -52,6 +52,8 @@ export interface RestoreResult {
   items: Array<{ id: string; path: string; size: number }>;
 }
 
+import type { EnvelopePartLimits } from "./envelope.ts";
+
 export interface BackupClientOptions {
   /** e.g. the test server's URL; a path prefix is allowed. */
   baseUrl: string;
@@ -64,6 +66,11 @@ export interface BackupClientOptions {
   uploadChunkBytes?: number;
   /** PATCH attempts per blob before giving up (default 5). */
   uploadAttempts?: number;
+  /**
+   * How large one message of an envelope may be (default: the server reader's limits, 16 MiB and
+   * 200 000 elements); a larger envelope goes in parts (§4 Parts). Smaller limits only make more parts.
+   */
+  envelopePartLimits?: EnvelopePartLimits;
   /** Signature `created` clock. */
   clock?: () => number;
 }
@@ -78,6 +85,8 @@ export interface ClientContext {
   readonly uploadChunkBytes: number;
   /** PATCH attempts per blob before giving up. */
   readonly uploadAttempts: number;
+  /** How large one message of an envelope may be (§4 Parts). */
+  readonly envelopePartLimits: EnvelopePartLimits;
   /** A user named by handle or by account id, checked against the directory's key. */
   resolve(who: string): Promise<DirectoryEntry>;
   fetchEnvelope(

@@ -564,8 +564,8 @@ export function parseEnvelopePart(xml: Uint8Array): EnvelopePart {
   return { msgId, final, envelope };
 }
 
-/** The header fields every part of one envelope must share. */
-function headerKey(env: BackupEnvelope): string {
+/** The header fields every part of one envelope must share, as one string. */
+export function envelopeHeaderKey(env: BackupEnvelope): string {
   return JSON.stringify([
     env.backupId,
     env.kind,
@@ -594,7 +594,7 @@ export function combineEnvelopeParts(parts: readonly EnvelopePart[]): BackupEnve
   };
   if (parts.length === 0) refuse(1, "SyncML", "missing part");
   const first = parts[0]!.envelope;
-  const key = headerKey(first);
+  const key = envelopeHeaderKey(first);
   const items: EnvelopeItem[] = [];
   const deleted: string[] = [];
   const ids = new Set<string>();
@@ -603,7 +603,8 @@ export function combineEnvelopeParts(parts: readonly EnvelopePart[]): BackupEnve
     if (p.msgId !== n) refuse(n, "SyncML/SyncHdr/MsgID", `not ${n}`);
     const last = n === parts.length;
     if (p.final !== last) refuse(n, "SyncML/SyncBody/Final", last ? "missing element" : "unexpected element");
-    if (n > 1 && headerKey(p.envelope) !== key) refuse(n, "SyncML/SyncHdr", "not the first part's header");
+    if (n > 1 && envelopeHeaderKey(p.envelope) !== key)
+      refuse(n, "SyncML/SyncHdr", "not the first part's header");
     if (deleted.length > 0 && p.envelope.items.length > 0)
       refuse(n, "SyncML/SyncBody", "an item listed after a Delete of an earlier part");
     for (const item of p.envelope.items) {

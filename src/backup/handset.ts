@@ -21,7 +21,15 @@ import type {
   RestoreResult,
   SharedSummary,
 } from "./client-types.ts";
-import { encodeEnvelope, envelopeSigningInput, parseEnvelope } from "./envelope.ts";
+import {
+  combineEnvelopeParts,
+  DEFAULT_PART_LIMITS,
+  type EnvelopePart,
+  type EnvelopePartLimits,
+  encodeEnvelopeParts,
+  envelopeSigningInput,
+  parseEnvelopePart,
+} from "./envelope.ts";
 import {
   ACCOUNT_ID,
   accountIdOf,
@@ -29,6 +37,7 @@ import {
   type BackupEnvelope,
   backupUri,
   HANDSET_URI,
+  MAX_ENVELOPE_PARTS,
 } from "./protocol.ts";
 import { type RestoreInput, restoreBackup } from "./restore.ts";
 import { type BackupInput, runBackup } from "./run-backup.ts";
@@ -57,8 +66,21 @@ export class BackupClient {
   readonly #http: SignedBackupHttp;
   readonly #id: UnlockedIdentity;
   readonly #ctx: ClientContext;
+  readonly #partLimits: EnvelopePartLimits;
 
   constructor(options: BackupClientOptions) {
+    this.#partLimits = options.envelopePartLimits ?? DEFAULT_PART_LIMITS;
+    const { maxBytes, maxElements } = this.#partLimits;
+    if (
+      ![maxBytes, maxElements].every((n) => Number.isSafeInteger(n) && n > 0) ||
+      maxBytes > DEFAULT_PART_LIMITS.maxBytes ||
+      maxElements > DEFAULT_PART_LIMITS.maxElements
+    )
+      throw backupError(
+        BACKUP_ERRORS.invalidOptions,
+        "envelopePartLimits are positive integers within the server's limits (16 MiB, 200 000 elements)",
+        400,
+      );
     const clock = options.clock ?? Date.now;
     this.#id = options.identity;
     this.#http = new SignedBackupHttp({
@@ -80,6 +102,7 @@ export class BackupClient {
       clock,
       uploadChunkBytes,
       uploadAttempts: options.uploadAttempts ?? 5,
+      envelopePartLimits: this.#partLimits,
       resolve: (who) => this.#resolve(who),
       fetchEnvelope: (backupId, ownerKey) => this.fetchEnvelope(backupId, ownerKey),
       publish: (envelope) => this.publish(envelope),
@@ -161,61 +184,82 @@ export class BackupClient {
   }
 
   /**
-   * Fetches an envelope, checks its signature against `ownerKey` (or our own), parses it. Another
-   * account's envelope without `ownerKey` is backup.owner_required: whose key to trust is the
-   * caller's choice, never the server's.
+   * Fetches an envelope — every part of it, for an envelope in parts (§4 Parts) — checks each
+   * part's signature against `ownerKey` (or our own), parses and joins them. Another account's
+   * envelope without `ownerKey` is backup.owner_required: whose key to trust is the caller's
+   * choice, never the server's. `xml` is the first part's.
    */
   async fetchEnvelope(
     backupId: string,
     ownerKey?: Uint8Array,
   ): Promise<{ xml: Uint8Array; envelope: BackupEnvelope }> {
-    const res = await this.#http.send("GET", backupUri(backupId), {
-      headers: { accept: "application/vnd.syncml+xml, application/json" },
-    });
-    const servedOwner = res.headers["backup-owner"];
-    if (ownerKey === undefined && servedOwner !== undefined && servedOwner !== this.#id.accountId)
-      throw backupError(
-        BACKUP_ERRORS.ownerRequired,
-        `${backupId} belongs to ${servedOwner}: name its owner (handle or account id) to check its signature`,
-        400,
-        { backupId, owner: servedOwner },
-      );
-    const signatureHeader = res.headers["envelope-signature"];
-    let signature: Uint8Array | undefined;
-    try {
-      signature =
-        signatureHeader === undefined ? undefined : fromBase64url(signatureHeader, "Envelope-Signature");
-    } catch {
-      signature = undefined;
-    }
     const key = ownerKey ?? this.#id.accountPublicKey;
-    if (signature === undefined || !verifyEnvelopeSignature(res.body, signature, key))
-      throw backupError(
-        BACKUP_ERRORS.signatureInvalid,
-        `the envelope of ${backupId} is not signed by its owner`,
-        422,
-        { backupId },
-      );
-    const envelope = parseEnvelope(res.body);
-    // Signed, but is it the one we asked for, by whom we think? (A signed envelope of another backup.)
-    if (envelope.backupId !== backupId || envelope.source.account !== accountIdOf(key))
-      throw backupError(
-        BACKUP_ERRORS.signatureInvalid,
-        `the envelope served for ${backupId} is another one`,
-        422,
-        { backupId },
-      );
-    return { xml: res.body, envelope };
+    const parts: EnvelopePart[] = [];
+    let first: Uint8Array | undefined;
+    do {
+      const n = parts.length + 1;
+      const res = await this.#http.send("GET", backupUri(backupId) + (n === 1 ? "" : `?part=${n}`), {
+        headers: { accept: "application/vnd.syncml+xml, application/json" },
+      });
+      const servedOwner = res.headers["backup-owner"];
+      if (ownerKey === undefined && servedOwner !== undefined && servedOwner !== this.#id.accountId)
+        throw backupError(
+          BACKUP_ERRORS.ownerRequired,
+          `${backupId} belongs to ${servedOwner}: name its owner (handle or account id) to check its signature`,
+          400,
+          { backupId, owner: servedOwner },
+        );
+      const signatureHeader = res.headers["envelope-signature"];
+      let signature: Uint8Array | undefined;
+      try {
+        signature =
+          signatureHeader === undefined ? undefined : fromBase64url(signatureHeader, "Envelope-Signature");
+      } catch {
+        signature = undefined;
+      }
+      if (signature === undefined || !verifyEnvelopeSignature(res.body, signature, key))
+        throw backupError(
+          BACKUP_ERRORS.signatureInvalid,
+          `the envelope of ${backupId} is not signed by its owner`,
+          422,
+          { backupId },
+        );
+      const part = parseEnvelopePart(res.body);
+      // Signed, but is it the one we asked for, by whom we think? (A signed envelope of another
+      // backup, or another part of this one.)
+      if (
+        part.envelope.backupId !== backupId ||
+        part.envelope.source.account !== accountIdOf(key) ||
+        part.msgId !== n
+      )
+        throw backupError(
+          BACKUP_ERRORS.signatureInvalid,
+          `the envelope served for ${backupId}${n === 1 ? "" : ` (part ${n})`} is another one`,
+          422,
+          { backupId, ...(n === 1 ? {} : { part: n }) },
+        );
+      first ??= res.body;
+      parts.push(part);
+    } while (!parts.at(-1)!.final && parts.length < MAX_ENVELOPE_PARTS);
+    return { xml: first, envelope: combineEnvelopeParts(parts) };
   }
 
-  /** Signs an envelope with the account key and lists it (PUT): all or nothing on the server. */
+  /**
+   * Signs an envelope with the account key and lists it (PUT), in parts when it is larger than
+   * one message may be (each part but the last waits on the server; the last lists the backup):
+   * all or nothing on the server.
+   */
   async publish(envelope: BackupEnvelope): Promise<void> {
-    const xml = encodeEnvelope(envelope);
-    const signature = this.#id.sign(envelopeSigningInput(xml));
-    await this.#http.send("PUT", backupUri(envelope.backupId), {
-      body: xml,
-      headers: { "content-type": "application/vnd.syncml+xml", "envelope-signature": toBase64url(signature) },
-    });
+    for (const xml of encodeEnvelopeParts(envelope, this.#partLimits)) {
+      const signature = this.#id.sign(envelopeSigningInput(xml));
+      await this.#http.send("PUT", backupUri(envelope.backupId), {
+        body: xml,
+        headers: {
+          "content-type": "application/vnd.syncml+xml",
+          "envelope-signature": toBase64url(signature),
+        },
+      });
+    }
   }
 
   // --- the work (run-backup.ts, restore.ts, share.ts) ----------------------------------------

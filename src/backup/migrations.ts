@@ -117,4 +117,33 @@ export const backupMigrations: MigrationRegistry = {
         await db.schema.dropTable(t).execute();
     },
   },
+  // §4 Parts: an envelope over one message's limits arrives as MsgID 1..n. The parts before the
+  // last wait here (listed = 0, their XML counted in the quota) until the one with <Final/> lists
+  // the whole backup; then part 1 is the envelope row's XML and parts 2..n stay here (listed = 1).
+  "0017_backup_envelope_parts": {
+    async up(db, dialect) {
+      const bytes = bytesType(dialect);
+      await db.schema
+        .createTable("backup_envelope_parts")
+        .addColumn("backup_id", "text", (c) => c.notNull())
+        .addColumn("part", "integer", (c) => c.notNull())
+        .addColumn("account_id", "text", (c) => c.notNull())
+        // SHA-256 of the part's header fields (envelopeHeaderKey): every part must share it.
+        .addColumn("header_key", "text", (c) => c.notNull())
+        .addColumn("xml", bytes, (c) => c.notNull())
+        .addColumn("signature", bytes, (c) => c.notNull())
+        .addColumn("received_at", timeType, (c) => c.notNull())
+        .addColumn("listed", "integer", (c) => c.notNull().check(sql`listed in (0, 1)`))
+        .addPrimaryKeyConstraint("backup_envelope_parts_pk", ["backup_id", "part"])
+        .execute();
+      await db.schema
+        .createIndex("backup_envelope_parts_staged")
+        .on("backup_envelope_parts")
+        .columns(["listed", "received_at"])
+        .execute();
+    },
+    async down(db) {
+      await db.schema.dropTable("backup_envelope_parts").execute();
+    },
+  },
 };

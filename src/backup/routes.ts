@@ -16,7 +16,7 @@ import type { BlobStore } from "../platform/blobs/types.ts";
 import type { Platform } from "../platform/context.ts";
 import type { App } from "../platform/http/app.ts";
 import { createDatabaseReplayGuard, type ReplayTables } from "../platform/replay.ts";
-import { ACCOUNT_ID, accountIdOf, MAX_ENVELOPE_BYTES } from "./protocol.ts";
+import { ACCOUNT_ID, accountIdOf, MAX_ENVELOPE_BYTES, MAX_ENVELOPE_PARTS } from "./protocol.ts";
 import { createBackupRequestAuth } from "./request-auth.ts";
 import { BackupService } from "./server.ts";
 import { mediaType, registerUploadRoutes, UPLOAD_CONTENT_TYPE } from "./upload-routes.ts";
@@ -186,10 +186,12 @@ export function registerBackupRoutes(app: App, platform: Platform, deps: BackupR
         },
         schema: {
           tags: ["backup"],
-          summary: "List a backup: the SyncML envelope, signed (Envelope-Signature) — all or nothing",
+          summary:
+            "List a backup: the SyncML envelope, signed (Envelope-Signature) — all or nothing; an envelope in parts (MsgID 1..n): each part but the last waits (202), the last lists it (201)",
           params: Type.Object({ id: Id }),
           response: {
             201: Type.Object(Summary),
+            202: Type.Object({ id: Type.String(), part: Type.Integer(), staged: Type.Boolean() }),
             400: ErrorBody,
             401: ErrorBody,
             404: ErrorBody,
@@ -203,13 +205,13 @@ export function registerBackupRoutes(app: App, platform: Platform, deps: BackupR
       async (request, reply) => {
         const xml = request.body instanceof Uint8Array ? request.body : new Uint8Array(0);
         const signature = request.headers["envelope-signature"];
-        const listed = await service.putEnvelope(
+        const answer = await service.putEnvelope(
           auth.accountOf(request),
           request.params.id,
           new Uint8Array(xml.buffer, xml.byteOffset, xml.byteLength),
           typeof signature === "string" ? signature : undefined,
         );
-        return reply.status(201).send(listed);
+        return "staged" in answer ? reply.status(202).send(answer) : reply.status(201).send(answer);
       },
     );
 
@@ -232,12 +234,20 @@ export function registerBackupRoutes(app: App, platform: Platform, deps: BackupR
         ...auth.accountRoute,
         schema: {
           tags: ["backup"],
-          summary: "A backup's envelope (XML) and its Envelope-Signature, to the owner or a share's account",
+          summary:
+            "A backup's envelope (XML) and its Envelope-Signature, to the owner or a share's account; ?part=n for part n of an envelope in parts",
           params: Type.Object({ id: Id }),
+          querystring: Type.Object({
+            part: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_ENVELOPE_PARTS })),
+          }),
         },
       },
       async (request, reply) => {
-        const e = await service.getBackup(auth.accountOf(request), request.params.id);
+        const e = await service.getBackup(
+          auth.accountOf(request),
+          request.params.id,
+          request.query.part ?? 1,
+        );
         reply.header("content-type", "application/vnd.syncml+xml");
         reply.header("envelope-signature", toBase64url(e.signature));
         reply.header("backup-owner", e.owner);

@@ -6,12 +6,10 @@
  * blob completed, so the server never lists half a backup.
  */
 import { concatBytes } from "../core/codec/bytes.ts";
-import { DEFAULT_XML_LIMITS, XML_ERRORS } from "../core/codec/xml.ts";
-import { isHandsafeError } from "../core/errors.ts";
 import { backupError } from "./client-http.ts";
 import type { BackupResult, ClientContext, ProgressListener } from "./client-types.ts";
 import type { DataStores, StoredItem } from "./data-store-types.ts";
-import { encodeEnvelope } from "./envelope.ts";
+import { DEFAULT_PART_LIMITS, type EnvelopePartLimits, encodeEnvelopeParts } from "./envelope.ts";
 import {
   collectBytes,
   type ItemMetadata,
@@ -23,13 +21,11 @@ import {
 import { type PlannedItem, planBackup, sameSet } from "./plan.ts";
 import {
   agePayloadSize,
-  BACKUP_ERRORS,
   type BackupEnvelope,
   backupUri,
   blobUri,
   type EnvelopeItem,
   INLINE_MAX_BYTES,
-  MAX_ENVELOPE_BYTES,
   newBackupId,
 } from "./protocol.ts";
 import { compileSelection, type Selection } from "./selection.ts";
@@ -196,9 +192,9 @@ export async function runBackup(ctx: ClientContext, input: BackupInput): Promise
     items: out,
     deleted,
   };
-  // Past the server's envelope limits (16 MiB, 200 000 elements) the PUT would fail after every blob
-  // went up (and those blobs would hold quota until deleted): refuse first — nothing uploaded.
-  checkEnvelopeFits(envelope);
+  // Past what the parts of one envelope can hold the PUTs would fail after every blob went up (and
+  // those blobs would hold quota until deleted): refuse first — nothing uploaded.
+  checkEnvelopeFits(envelope, ctx.envelopePartLimits);
   for (const p of pending) {
     const onSent = (n: number) => {
       bytesUploaded += n;
@@ -300,27 +296,13 @@ async function sealPass(
 }
 
 /**
- * The draft envelope (blob stand-ins of the final length) against the limits the server's reader
- * applies — MAX_ENVELOPE_BYTES and the XML reader's element count; encodeEnvelope reads its output
- * back with that reader. backup.envelope_too_large (413) when it does not fit: split the selection
- * over several backups.
+ * The draft envelope (blob stand-ins of the final length) split as publish will split it (§4
+ * Parts): how many parts it takes, or backup.envelope_too_large (413) when it does not fit in
+ * MAX_ENVELOPE_PARTS of them — before anything is uploaded.
  */
-export function checkEnvelopeFits(envelope: BackupEnvelope): void {
-  try {
-    encodeEnvelope(envelope);
-  } catch (e) {
-    if (isHandsafeError(e, XML_ERRORS.tooLarge) || isHandsafeError(e, XML_ERRORS.tooManyNodes))
-      throw backupError(
-        BACKUP_ERRORS.envelopeTooLarge,
-        `this backup's envelope would be over ${MAX_ENVELOPE_BYTES} bytes or ${DEFAULT_XML_LIMITS.maxNodes} elements: back up fewer items at once`,
-        413,
-        {
-          limit: MAX_ENVELOPE_BYTES,
-          maxElements: DEFAULT_XML_LIMITS.maxNodes,
-          items: envelope.items.length,
-          cause: e.code,
-        },
-      );
-    throw e;
-  }
+export function checkEnvelopeFits(
+  envelope: BackupEnvelope,
+  limits: EnvelopePartLimits = DEFAULT_PART_LIMITS,
+): number {
+  return encodeEnvelopeParts(envelope, limits).length;
 }

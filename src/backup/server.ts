@@ -10,15 +10,24 @@
  */
 
 import { fromBase64url, toBase64url } from "../core/codec/base64url.ts";
-import { toHex } from "../core/codec/bytes.ts";
+import { toHex, utf8 } from "../core/codec/bytes.ts";
+import { constantTimeEqual } from "../core/crypto/ct.ts";
+import { sha256 } from "../core/crypto/hash.ts";
 import { verify as verifyEd25519 } from "../core/crypto/ed25519.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { parseRange } from "../platform/http/range.ts";
 import { type PeriodicJob, startPeriodic } from "../platform/periodic.ts";
 import { type BlobDownload, blobDamage, exactly } from "./blob-download.ts";
-import { envelopeSigningInput, parseEnvelope } from "./envelope.ts";
+import {
+  combineEnvelopeParts,
+  envelopeHeaderKey,
+  envelopeSigningInput,
+  parseEnvelopePart,
+} from "./envelope.ts";
 import {
   ACCOUNT_ID,
+  BACKUP_ERRORS,
+  type BackupEnvelope,
   type BackupSummary,
   BLOB_ID,
   backupUri,
@@ -50,6 +59,22 @@ export {
 export { type BackupDeps, notFound, uploadUri } from "./server-errors.ts";
 
 const ED25519_SIGNATURE_BYTES = 64;
+
+/** PUT of a part before the last (§4 Parts): it waits for the rest. */
+export interface StagedPart {
+  id: string;
+  part: number;
+  staged: true;
+}
+
+const backupExists = () =>
+  new HandsafeError("backup.exists", "a backup with this id exists", { status: 409 });
+
+const partInvalid = (part: number, message: string) =>
+  new HandsafeError(BACKUP_ERRORS.envelopeInvalid, `part ${part}: ${message}`, {
+    status: 400,
+    details: { path: "SyncML/SyncHdr/MsgID", part },
+  });
 
 // --- views -----------------------------------------------------------------------------------------
 
@@ -197,113 +222,200 @@ export class BackupService extends BackupUploads {
   // --- envelopes ------------------------------------------------------------------------------------
 
   /**
-   * Lists a backup: the Envelope-Signature by the account's key over the XML, the document well
-   * formed, its id the path's, its source the signer, every blob it names complete and the
-   * account's own (or, for Copy, referenced by one of its earlier backups) with the size and
-   * SHA-256 the envelope says, every SharedWith account real. Then one transaction: the envelope,
-   * its blob references, its shares, the quota, the audit record — all or nothing.
+   * Takes one message of an envelope (§4 Parts), signed by the account's key (Envelope-Signature
+   * over its XML), its id the path's, its source the signer. A whole envelope (MsgID 1 with
+   * <Final/>) is listed at once; parts before the last wait, in order, counted in the quota
+   * (answer: `{staged}`), and the one with <Final/> lists the whole backup from all of them.
+   * Listing checks the joined envelope: every blob it names complete and the account's own (or,
+   * for Copy, referenced by one of its earlier backups) with the size and SHA-256 the envelope
+   * says, every SharedWith account real. Then one transaction: the envelope, its parts, its blob
+   * references, its shares, the quota, the audit record — all or nothing.
    */
   async putEnvelope(
     account: store.AccountRow,
     backupId: string,
     xml: Uint8Array,
     signatureHeader: string | undefined,
+  ): Promise<BackupSummary | StagedPart> {
+    const actor = `account:${account.id}`;
+    return this.audited(
+      { actor, action: "backup.backup_listed", subject: `backup:${backupId}` },
+      async () => {
+        const signature = decodeSignature(signatureHeader);
+        if (!verifyEd25519(account.signingKey, envelopeSigningInput(xml), signature))
+          throw signatureInvalid("Envelope-Signature does not verify under this account's key");
+        if (await store.envelopeExists(this.db, backupId)) throw backupExists();
+        const part = parseEnvelopePart(xml);
+        const env = part.envelope;
+        if (env.backupId !== backupId) throw envelopeInvalid("SessionID is not the backup id of the path");
+        if (env.source.account !== account.id)
+          throw signatureInvalid("the envelope's Source names another account than its signer");
+        if (env.target !== backupUri(backupId))
+          throw envelopeInvalid(`Target must be ${backupUri(backupId)}`);
+        if (part.msgId === 1 && part.final)
+          return this.listEnvelope(account, env, [{ xml, signature }], xml.length);
+
+        const staged = (await store.envelopeParts(this.db, backupId)).filter((p) => !p.listed);
+        if (staged.some((p) => p.accountId !== account.id)) throw backupExists();
+        const headerKey = toHex(sha256(utf8(envelopeHeaderKey(env))));
+        const same = staged.find((p) => p.part === part.msgId);
+        if (same !== undefined) {
+          // The same part again (a retry after a lost answer) is answered again; another is a conflict.
+          if (part.final || !constantTimeEqual(same.xml, xml)) throw backupExists();
+          return { id: backupId, part: part.msgId, staged: true };
+        }
+        if (part.msgId !== staged.length + 1)
+          throw partInvalid(
+            part.msgId,
+            `part ${part.msgId} before part ${staged.length + 1}: send them in order`,
+          );
+        if (staged.length > 0 && staged[0]!.headerKey !== headerKey)
+          throw partInvalid(part.msgId, "its header is not the first part's");
+
+        if (!part.final) {
+          await this.db.transaction().execute(async (trx) => {
+            const row = { backupId, part: part.msgId, accountId: account.id, headerKey, xml, signature };
+            if (!(await store.insertPart(trx, { ...row, receivedAt: this.now(), listed: false })))
+              throw backupExists();
+            if (!(await store.takeQuota(trx, account.id, xml.length, this.quota)))
+              throw quotaExceeded(this.quota);
+            await this.platform.audit(
+              {
+                actor,
+                action: "backup.part_staged",
+                subject: `backup:${backupId}`,
+                outcome: "allow",
+                details: { part: part.msgId, bytes: xml.length },
+              },
+              trx,
+            );
+          });
+          return { id: backupId, part: part.msgId, staged: true };
+        }
+        // The last part: the whole envelope from every part, each read again as it was signed.
+        const parts = [...staged.map((p) => ({ xml: p.xml, signature: p.signature })), { xml, signature }];
+        const whole = combineEnvelopeParts([...staged.map((p) => parseEnvelopePart(p.xml)), part]);
+        return this.listEnvelope(account, whole, parts, xml.length, staged.length);
+      },
+    );
+  }
+
+  /**
+   * Lists `env` (joined from `parts`, part 1 first): checks its blobs and accounts, then one
+   * transaction. `newXmlBytes` is the XML not yet in the quota (the staged parts are already);
+   * `stagedParts` how many of `parts` wait in backup_envelope_parts.
+   */
+  private async listEnvelope(
+    account: store.AccountRow,
+    env: BackupEnvelope,
+    parts: ReadonlyArray<{ xml: Uint8Array; signature: Uint8Array }>,
+    newXmlBytes: number,
+    stagedParts = 0,
   ): Promise<BackupSummary> {
     const actor = `account:${account.id}`;
-    const action = "backup.backup_listed";
-    return this.audited({ actor, action, subject: `backup:${backupId}` }, async () => {
-      const signature = decodeSignature(signatureHeader);
-      if (!verifyEd25519(account.signingKey, envelopeSigningInput(xml), signature))
-        throw signatureInvalid("Envelope-Signature does not verify under this account's key");
-      if (await store.envelopeExists(this.db, backupId))
-        throw new HandsafeError("backup.exists", "a backup with this id exists", { status: 409 });
-      const env = parseEnvelope(xml);
-      if (env.backupId !== backupId) throw envelopeInvalid("SessionID is not the backup id of the path");
-      if (env.source.account !== account.id)
-        throw signatureInvalid("the envelope's Source names another account than its signer");
-      if (env.target !== backupUri(backupId)) throw envelopeInvalid(`Target must be ${backupUri(backupId)}`);
-
-      const sharedWith = [...new Set(env.sharedWith)];
-      if (sharedWith.includes(account.id)) throw envelopeInvalid("SharedWith names the owner");
-      const known = await store.existingAccounts(this.db, sharedWith);
-      const unknown = sharedWith.find((a) => !known.has(a));
-      if (unknown !== undefined)
-        throw new HandsafeError("backup.not_found", `SharedWith names no account: ${unknown}`, {
-          status: 404,
-          details: { account: unknown },
-        });
-
-      // Every blob the snapshot names, once, with what the envelope says of it.
-      const wanted = new Map<string, { uri: string; size: number; sha256: string; copy: boolean }>();
-      for (const item of env.items) {
-        if (!("blob" in item.payload)) continue;
-        const { uri, size, sha256 } = item.payload.blob;
-        const id = blobIdOfUri(uri);
-        if (id === undefined) throw blobMissing(uri);
-        const seen = wanted.get(id);
-        const hex = toHex(sha256);
-        if (seen && (seen.size !== size || seen.sha256 !== hex)) throw blobMissing(uri);
-        wanted.set(id, { uri, size, sha256: hex, copy: (seen?.copy ?? true) && item.command === "Copy" });
-      }
-      const ids = [...wanted.keys()];
-      const rows = await store.findBlobs(this.db, ids);
-      const carried = await store.blobsReferencedBy(
-        this.db,
-        account.id,
-        ids.filter((id) => rows.get(id)?.accountId !== account.id),
-      );
-      let blobBytes = 0;
-      for (const [id, w] of wanted) {
-        const row = rows.get(id);
-        const mine = row !== undefined && (row.accountId === account.id || (w.copy && carried.has(id)));
-        if (!row || !mine || row.size !== w.size || toHex(row.sha256) !== w.sha256) {
-          if (row && row.accountId !== account.id)
-            await this.platform.audit({
-              actor,
-              action: "backup.blob_foreign",
-              subject: `blob:${id}`,
-              outcome: "deny",
-              details: { backup: backupId },
-            });
-          throw blobMissing(w.uri);
-        }
-        blobBytes += row.size;
-      }
-
-      const summary: store.EnvelopeRow = {
-        id: backupId,
-        accountId: account.id,
-        kind: env.kind,
-        parent: env.parent ?? null,
-        createdAt: env.createdAt,
-        items: env.items.length,
-        bytes: xml.length + blobBytes,
-        listedAt: this.now(),
-        xml,
-        signature,
-      };
-      await this.db.transaction().execute(async (trx) => {
-        if (!(await store.insertEnvelope(trx, summary)))
-          throw new HandsafeError("backup.exists", "a backup with this id exists", { status: 409 });
-        await store.insertEnvelopeBlobs(trx, backupId, ids);
-        // A blob deleted since the check above (its last envelope went) is missing now.
-        if ((await store.addBlobRefs(trx, ids)) !== ids.length) throw blobMissing("(a referenced blob)");
-        await store.insertShares(trx, backupId, sharedWith, summary.listedAt);
-        if (!(await store.takeQuota(trx, account.id, xml.length, this.quota)))
-          throw quotaExceeded(this.quota);
-        await this.platform.audit(
-          {
-            actor,
-            action,
-            subject: `backup:${backupId}`,
-            outcome: "allow",
-            details: { kind: env.kind, items: env.items.length, blobs: ids.length, sharedWith },
-          },
-          trx,
-        );
+    const backupId = env.backupId;
+    const sharedWith = [...new Set(env.sharedWith)];
+    if (sharedWith.includes(account.id)) throw envelopeInvalid("SharedWith names the owner");
+    const known = await store.existingAccounts(this.db, sharedWith);
+    const unknown = sharedWith.find((a) => !known.has(a));
+    if (unknown !== undefined)
+      throw new HandsafeError("backup.not_found", `SharedWith names no account: ${unknown}`, {
+        status: 404,
+        details: { account: unknown },
       });
-      return summaryOf(summary);
+
+    // Every blob the snapshot names, once, with what the envelope says of it.
+    const wanted = new Map<string, { uri: string; size: number; sha256: string; copy: boolean }>();
+    for (const item of env.items) {
+      if (!("blob" in item.payload)) continue;
+      const { uri, size, sha256 } = item.payload.blob;
+      const id = blobIdOfUri(uri);
+      if (id === undefined) throw blobMissing(uri);
+      const seen = wanted.get(id);
+      const hex = toHex(sha256);
+      if (seen && (seen.size !== size || seen.sha256 !== hex)) throw blobMissing(uri);
+      wanted.set(id, { uri, size, sha256: hex, copy: (seen?.copy ?? true) && item.command === "Copy" });
+    }
+    const ids = [...wanted.keys()];
+    const rows = await store.findBlobs(this.db, ids);
+    const carried = await store.blobsReferencedBy(
+      this.db,
+      account.id,
+      ids.filter((id) => rows.get(id)?.accountId !== account.id),
+    );
+    let blobBytes = 0;
+    for (const [id, w] of wanted) {
+      const row = rows.get(id);
+      const mine = row !== undefined && (row.accountId === account.id || (w.copy && carried.has(id)));
+      if (!row || !mine || row.size !== w.size || toHex(row.sha256) !== w.sha256) {
+        if (row && row.accountId !== account.id)
+          await this.platform.audit({
+            actor,
+            action: "backup.blob_foreign",
+            subject: `blob:${id}`,
+            outcome: "deny",
+            details: { backup: backupId },
+          });
+        throw blobMissing(w.uri);
+      }
+      blobBytes += row.size;
+    }
+
+    const xmlBytes = parts.reduce((n, p) => n + p.xml.length, 0);
+    const summary: store.EnvelopeRow = {
+      id: backupId,
+      accountId: account.id,
+      kind: env.kind,
+      parent: env.parent ?? null,
+      createdAt: env.createdAt,
+      items: env.items.length,
+      bytes: xmlBytes + blobBytes,
+      listedAt: this.now(),
+      xml: parts[0]!.xml,
+      signature: parts[0]!.signature,
+    };
+    await this.db.transaction().execute(async (trx) => {
+      if (!(await store.insertEnvelope(trx, summary))) throw backupExists();
+      if (parts.length > 1) {
+        // Part 1 is the envelope row's now; the others stay as listed parts, the last one added.
+        if ((await store.listStagedParts(trx, backupId)) !== stagedParts - 1)
+          throw partInvalid(parts.length, "a part went while the backup was being listed");
+        const last = parts.at(-1)!;
+        const headerKey = toHex(sha256(utf8(envelopeHeaderKey(env))));
+        await store.insertPart(trx, {
+          backupId,
+          part: parts.length,
+          accountId: account.id,
+          headerKey,
+          xml: last.xml,
+          signature: last.signature,
+          receivedAt: summary.listedAt,
+          listed: true,
+        });
+      }
+      await store.insertEnvelopeBlobs(trx, backupId, ids);
+      // A blob deleted since the check above (its last envelope went) is missing now.
+      if ((await store.addBlobRefs(trx, ids)) !== ids.length) throw blobMissing("(a referenced blob)");
+      await store.insertShares(trx, backupId, sharedWith, summary.listedAt);
+      if (!(await store.takeQuota(trx, account.id, newXmlBytes, this.quota))) throw quotaExceeded(this.quota);
+      await this.platform.audit(
+        {
+          actor,
+          action: "backup.backup_listed",
+          subject: `backup:${backupId}`,
+          outcome: "allow",
+          details: {
+            kind: env.kind,
+            items: env.items.length,
+            blobs: ids.length,
+            sharedWith,
+            parts: parts.length,
+          },
+        },
+        trx,
+      );
     });
+    return summaryOf(summary);
   }
 
   async listBackups(account: store.AccountRow): Promise<BackupSummary[]> {
@@ -322,13 +434,17 @@ export class BackupService extends BackupUploads {
   async getBackup(
     account: store.AccountRow,
     id: string,
+    part = 1,
   ): Promise<{ xml: Uint8Array; signature: Uint8Array; owner: string }> {
     const e = await store.findEnvelope(this.db, id);
     const allowed =
       e !== undefined && (e.accountId === account.id || (await store.liveShare(this.db, id, account.id)));
     if (!e || !allowed)
       return this.notYours(`account:${account.id}`, "backup.backup_read", `backup:${id}`, !!e);
-    return { xml: e.xml, signature: e.signature, owner: e.accountId };
+    if (part === 1) return { xml: e.xml, signature: e.signature, owner: e.accountId };
+    const p = await store.findListedPart(this.db, id, part);
+    if (!p) throw notFound();
+    return { xml: p.xml, signature: p.signature, owner: e.accountId };
   }
 
   /**
@@ -343,6 +459,7 @@ export class BackupService extends BackupUploads {
       return this.notYours(actor, action, `backup:${id}`, summary !== undefined);
     const gone = await this.db.transaction().execute(async (trx) => {
       if (!(await store.deleteEnvelope(trx, id, account.id))) return undefined;
+      await store.deleteParts(trx, id);
       const blobIds = await store.takeEnvelopeBlobs(trx, id);
       const referenced = await store.findBlobs(trx, blobIds);
       const blobBytes = [...referenced.values()].reduce((n, b) => n + b.size, 0);

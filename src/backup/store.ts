@@ -45,6 +45,16 @@ export interface BackupTables {
     signature: Uint8Array;
     listed_at: number;
   };
+  backup_envelope_parts: {
+    backup_id: string;
+    part: number;
+    account_id: string;
+    header_key: string;
+    xml: Uint8Array;
+    signature: Uint8Array;
+    received_at: number;
+    listed: number;
+  };
   backup_envelope_blobs: { envelope_id: string; blob_id: string };
   backup_shares: { envelope_id: string; account_id: string; created_at: number; revoked_at: number | null };
 }
@@ -246,6 +256,129 @@ export async function listEnvelopes(db: Db, accountId: string): Promise<Envelope
     .orderBy("id")
     .execute();
   return rows.map(toSummary);
+}
+
+// --- envelope parts (§4 Parts) -------------------------------------------------------------------
+
+export interface PartRow {
+  backupId: string;
+  part: number;
+  accountId: string;
+  headerKey: string;
+  xml: Uint8Array;
+  signature: Uint8Array;
+  receivedAt: number;
+  listed: boolean;
+}
+
+function toPart(r: BackupTables["backup_envelope_parts"]): PartRow {
+  return {
+    backupId: r.backup_id,
+    part: Number(r.part),
+    accountId: r.account_id,
+    headerKey: r.header_key,
+    xml: toBytes(r.xml),
+    signature: toBytes(r.signature),
+    receivedAt: Number(r.received_at),
+    listed: Number(r.listed) === 1,
+  };
+}
+
+/** The parts of a backup held here, in order (staged ones, or parts 2..n of a listed one). */
+export async function envelopeParts(db: Db, backupId: string): Promise<PartRow[]> {
+  const rows = await db
+    .selectFrom("backup_envelope_parts")
+    .selectAll()
+    .where("backup_id", "=", backupId)
+    .orderBy("part")
+    .execute();
+  return rows.map(toPart);
+}
+
+/** A listed envelope's part n ≥ 2. */
+export async function findListedPart(db: Db, backupId: string, part: number): Promise<PartRow | undefined> {
+  const r = await db
+    .selectFrom("backup_envelope_parts")
+    .selectAll()
+    .where("backup_id", "=", backupId)
+    .where("part", "=", part)
+    .where("listed", "=", 1)
+    .executeTakeFirst();
+  return r ? toPart(r) : undefined;
+}
+
+/** False when that part is there already (nothing written). */
+export async function insertPart(db: Db, p: PartRow): Promise<boolean> {
+  const r = await db
+    .insertInto("backup_envelope_parts")
+    .values({
+      backup_id: p.backupId,
+      part: p.part,
+      account_id: p.accountId,
+      header_key: p.headerKey,
+      xml: p.xml,
+      signature: p.signature,
+      received_at: p.receivedAt,
+      listed: p.listed ? 1 : 0,
+    })
+    .onConflict((oc) => oc.columns(["backup_id", "part"]).doNothing())
+    .executeTakeFirst();
+  return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
+}
+
+/**
+ * On listing: part 1 leaves (it is the envelope row's XML now) and the staged parts are listed.
+ * Returns how many were staged, for the caller to check that none went meanwhile.
+ */
+export async function listStagedParts(db: Db, backupId: string): Promise<number> {
+  await db
+    .deleteFrom("backup_envelope_parts")
+    .where("backup_id", "=", backupId)
+    .where("part", "=", 1)
+    .execute();
+  const r = await db
+    .updateTable("backup_envelope_parts")
+    .set({ listed: 1 })
+    .where("backup_id", "=", backupId)
+    .where("listed", "=", 0)
+    .executeTakeFirst();
+  return Number(r.numUpdatedRows);
+}
+
+export async function deleteParts(db: Db, backupId: string): Promise<void> {
+  await db.deleteFrom("backup_envelope_parts").where("backup_id", "=", backupId).execute();
+}
+
+/** Staged parts received before `before`: a session never finished. */
+export async function staleParts(
+  db: Db,
+  before: number,
+  limit: number,
+): Promise<Array<{ backupId: string; part: number; accountId: string; bytes: number }>> {
+  const rows = await db
+    .selectFrom("backup_envelope_parts")
+    .select(["backup_id", "part", "account_id", "xml"])
+    .where("listed", "=", 0)
+    .where("received_at", "<", before)
+    .limit(limit)
+    .execute();
+  return rows.map((r) => ({
+    backupId: r.backup_id,
+    part: Number(r.part),
+    accountId: r.account_id,
+    bytes: toBytes(r.xml).length,
+  }));
+}
+
+/** Removes one staged part once; false when it was listed or gone meanwhile. */
+export async function deleteStagedPart(db: Db, backupId: string, part: number): Promise<boolean> {
+  const r = await db
+    .deleteFrom("backup_envelope_parts")
+    .where("backup_id", "=", backupId)
+    .where("part", "=", part)
+    .where("listed", "=", 0)
+    .executeTakeFirst();
+  return Number(r.numDeletedRows) === 1;
 }
 
 /** Removes the account's envelope once; false when it is not there (or not the account's). */

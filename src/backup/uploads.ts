@@ -249,7 +249,35 @@ export abstract class BackupUploads extends BackupServiceBase {
         outcome: "info",
         details: { count: dropped },
       });
-    return dropped + (await this.sweepUnlistedBlobs(before));
+    return dropped + (await this.sweepUnlistedBlobs(before)) + (await this.sweepStagedParts(before));
+  }
+
+  /**
+   * Parts of an envelope (§4 Parts) staged before `before` whose session never sent its last
+   * part: dropped, their XML given back to the quota.
+   */
+  private async sweepStagedParts(before: number): Promise<number> {
+    let dropped = 0;
+    for (;;) {
+      const stale = await store.staleParts(this.db, before, SWEEP_BATCH);
+      for (const p of stale) {
+        const deleted = await this.db.transaction().execute(async (trx) => {
+          if (!(await store.deleteStagedPart(trx, p.backupId, p.part))) return false;
+          await store.releaseQuota(trx, p.accountId, p.bytes);
+          return true;
+        });
+        if (deleted) dropped++;
+      }
+      if (stale.length < SWEEP_BATCH) break;
+    }
+    if (dropped > 0)
+      await this.platform.audit({
+        actor: "system",
+        action: "backup.parts_expired",
+        outcome: "info",
+        details: { count: dropped },
+      });
+    return dropped;
   }
 
   /**

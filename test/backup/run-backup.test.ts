@@ -1,7 +1,8 @@
 /**
- * A backup too big for one envelope is refused by the SDK before anything is uploaded: the draft
- * envelope (blob stand-ins of the final length) is held to the server's limits — 16 MiB and the XML
- * reader's 200 000 elements — so no blob is left holding quota for a PUT that cannot succeed.
+ * The draft envelope (blob stand-ins of the final length) is split as publish will split it — each
+ * part within the server's limits, 16 MiB and the XML reader's 200 000 elements — and a backup too
+ * big for MAX_ENVELOPE_PARTS parts is refused by the SDK before anything is uploaded, so no blob is
+ * left holding quota for PUTs that cannot succeed.
  */
 import { describe, expect, it } from "vitest";
 import {
@@ -9,7 +10,7 @@ import {
   backupUri,
   blobUri,
   type EnvelopeItem,
-  MAX_ENVELOPE_BYTES,
+  MAX_ENVELOPE_PARTS,
 } from "../../src/backup/protocol.ts";
 import { checkEnvelopeFits } from "../../src/backup/run-backup.ts";
 import { isHandsafeError } from "../../src/core/errors.ts";
@@ -53,27 +54,30 @@ const code = (f: () => void) => {
   return undefined;
 };
 
-describe("an envelope too big to list", () => {
-  it("fits: 1 000 inline records", () => {
+describe("an envelope past one message goes in parts; past its parts it is refused before anything is uploaded", () => {
+  it("fits in one: 1 000 inline records", () => {
     const items = Array.from({ length: 1000 }, (_, i) => item(i, { inline: bytes(332) }, 300));
-    expect(code(() => checkEnvelopeFits(envelope(items)))).toBeUndefined();
+    expect(checkEnvelopeFits(envelope(items))).toBe(1);
   });
 
-  it("over 16 MiB (200 full inline items): backup.envelope_too_large 413", () => {
+  it("over 16 MiB (200 full inline items): two parts", () => {
     const items = Array.from({ length: 200 }, (_, i) => item(i, { inline: bytes(65_568) }, 65_536));
-    expect(code(() => checkEnvelopeFits(envelope(items)))).toMatchObject({
-      code: "backup.envelope_too_large",
-      status: 413,
-      details: { items: 200, limit: MAX_ENVELOPE_BYTES, cause: "xml.too_large" },
-    });
+    expect(checkEnvelopeFits(envelope(items))).toBe(2);
   });
 
-  it("under 16 MiB but over 200 000 elements (17 000 blob items): backup.envelope_too_large", () => {
+  it("under 16 MiB but over 200 000 elements (17 000 blob items): two parts", () => {
     const blob = { uri: blobUri(`bl_${"A".repeat(22)}`), size: 1_048_848, sha256: bytes(32) };
     const items = Array.from({ length: 17_000 }, (_, i) => item(i, { blob }, 1_048_576));
-    expect(code(() => checkEnvelopeFits(envelope(items)))).toMatchObject({
+    expect(checkEnvelopeFits(envelope(items))).toBe(2);
+  });
+
+  it(`more than ${MAX_ENVELOPE_PARTS} parts: backup.envelope_too_large 413`, () => {
+    const items = Array.from({ length: 3000 }, (_, i) => item(i, { inline: bytes(332) }, 300));
+    const limits = { maxBytes: 32 * 1024, maxElements: 200_000 };
+    expect(code(() => checkEnvelopeFits(envelope(items), limits))).toMatchObject({
       code: "backup.envelope_too_large",
-      details: { cause: "xml.too_many_nodes" },
+      status: 413,
+      details: { items: 3000, limit: 32 * 1024, maxParts: MAX_ENVELOPE_PARTS },
     });
   });
 });

@@ -16,7 +16,7 @@ import type { BlobStore } from "../platform/blobs/types.ts";
 import type { Platform } from "../platform/context.ts";
 import type { App } from "../platform/http/app.ts";
 import { createDatabaseReplayGuard, type ReplayTables } from "../platform/replay.ts";
-import { ACCOUNT_ID, accountIdOf, MAX_ENVELOPE_BYTES, MAX_ENVELOPE_PARTS } from "./protocol.ts";
+import { ACCOUNT_ID, accountIdOf, MAX_ENVELOPE_BYTES } from "./protocol.ts";
 import { createBackupRequestAuth } from "./request-auth.ts";
 import { BackupService } from "./server.ts";
 import { mediaType, registerUploadRoutes, UPLOAD_CONTENT_TYPE } from "./upload-routes.ts";
@@ -237,16 +237,18 @@ export function registerBackupRoutes(app: App, platform: Platform, deps: BackupR
           summary:
             "A backup's envelope (XML) and its Envelope-Signature, to the owner or a share's account; ?part=n for part n of an envelope in parts",
           params: Type.Object({ id: Id }),
-          querystring: Type.Object({
-            part: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_ENVELOPE_PARTS })),
-          }),
+          // 1..99 as canonical decimal; past MAX_ENVELOPE_PARTS there is no such part (404).
+          querystring: Type.Object(
+            { part: Type.Optional(Type.String({ pattern: "^[1-9][0-9]?$" })) },
+            { additionalProperties: false },
+          ),
         },
       },
       async (request, reply) => {
         const e = await service.getBackup(
           auth.accountOf(request),
           request.params.id,
-          request.query.part ?? 1,
+          Number(request.query.part ?? "1"),
         );
         reply.header("content-type", "application/vnd.syncml+xml");
         reply.header("envelope-signature", toBase64url(e.signature));

@@ -7,10 +7,11 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { encodeEnvelope, envelopeSigningInput } from "../../src/backup/envelope.ts";
-import { backupUri, newBackupId } from "../../src/backup/protocol.ts";
+import { encodeEnvelope, encodeEnvelopeParts, envelopeSigningInput } from "../../src/backup/envelope.ts";
+import { verifyEnvelopeSignature } from "../../src/backup/signatures.ts";
+import { agePayloadSize, type BackupEnvelope, backupUri, newBackupId } from "../../src/backup/protocol.ts";
 import { UPLOAD_TTL_MS } from "../../src/backup/server.ts";
-import { toBase64url } from "../../src/core/codec/base64url.ts";
+import { fromBase64url, toBase64url } from "../../src/core/codec/base64url.ts";
 import { utf8 } from "../../src/core/codec/bytes.ts";
 import { sign } from "../../src/core/crypto/ed25519.ts";
 import { databaseKinds, postgresAvailable } from "../helpers/databases.ts";
@@ -551,6 +552,125 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
         // Alice's things are untouched.
         expect((await alice.send("GET", backupUri(env.backupId))).status).toBe(200);
         expect((await alice.send("HEAD", upload)).headers["upload-offset"]).toBe("0");
+      });
+    });
+
+    describe("an envelope in parts (§4 Parts)", () => {
+      const LIMITS = { maxBytes: 12 * 1024, maxElements: 2000 };
+      async function partedEnvelope(owner: TestAccount, more: Partial<BackupEnvelope> = {}) {
+        const { item } = await blobItem(owner);
+        const items = [item, ...Array.from({ length: 40 }, () => fakeItem("Add", { inline: 300 }))];
+        const env = envelopeOf(owner, items, more);
+        return { env, parts: encodeEnvelopeParts(env, LIMITS) };
+      }
+      const put = (owner: TestAccount, env: BackupEnvelope, xml: Uint8Array) =>
+        owner.putEnvelope(env, { xml });
+
+      it("parts before the last wait (202) unlisted; the last lists it all (201); GET ?part=n serves each, signed", async () => {
+        const before = await usedBytes(alice);
+        const { env, parts } = await partedEnvelope(alice);
+        expect(parts.length).toBeGreaterThanOrEqual(3);
+        const first = await put(alice, env, parts[0]!);
+        expect([first.status, first.json()]).toEqual([202, { id: env.backupId, part: 1, staged: true }]);
+        // The same part again (a lost answer retried): the same answer; nothing listed yet.
+        expect((await put(alice, env, parts[0]!)).status).toBe(202);
+        expect((await alice.send("GET", backupUri(env.backupId))).status).toBe(404);
+        const listedIds = (await alice.send("GET", "/v1/backup/backups")).json<{
+          backups: Array<{ id: string }>;
+        }>();
+        expect(listedIds.backups.map((b) => b.id)).not.toContain(env.backupId);
+        // Out of order: part 3 before part 2.
+        const early = await put(alice, env, parts[2]!);
+        expect([
+          early.status,
+          early.code,
+          early.json<{ error: { details: { part: number } } }>().error.details.part,
+        ]).toEqual([400, "backup.envelope_invalid", 3]);
+        for (let i = 1; i < parts.length - 1; i++)
+          expect((await put(alice, env, parts[i]!)).status).toBe(202);
+        const last = await put(alice, env, parts.at(-1)!);
+        expect(last.status).toBe(201);
+        const xmlBytes = parts.reduce((n, p) => n + p.length, 0);
+        expect(last.json()).toMatchObject({
+          id: env.backupId,
+          items: 41,
+          bytes: xmlBytes + agePayloadSize(SMALL_BLOB_PLAINTEXT),
+        });
+        expect(await usedBytes(alice)).toBe(before + xmlBytes + agePayloadSize(SMALL_BLOB_PLAINTEXT));
+        // After listing, a part again is a backup that exists.
+        expect((await put(alice, env, parts[1]!)).status).toBe(409);
+
+        for (let i = 0; i < parts.length; i++) {
+          const got = await alice.send("GET", backupUri(env.backupId) + (i === 0 ? "" : `?part=${i + 1}`));
+          expect(got.status, got.body.toString()).toBe(200);
+          expect(new Uint8Array(got.body)).toEqual(parts[i]);
+          const signature = fromBase64url(String(got.headers["envelope-signature"]));
+          expect(verifyEnvelopeSignature(parts[i]!, signature, alice.signingKey)).toBe(true);
+        }
+        expect((await alice.send("GET", `${backupUri(env.backupId)}?part=${parts.length + 1}`)).status).toBe(
+          404,
+        );
+        expect((await alice.send("GET", `${backupUri(env.backupId)}?part=0`)).status).toBe(400);
+        const theirs = await eve.send("GET", `${backupUri(env.backupId)}?part=2`);
+        expect([theirs.status, theirs.code]).toEqual([404, "backup.not_found"]);
+
+        expect((await alice.send("DELETE", backupUri(env.backupId))).status).toBe(204);
+        expect((await alice.send("GET", `${backupUri(env.backupId)}?part=2`)).status).toBe(404);
+        const rows = await t.db
+          .selectFrom("backup_envelope_parts")
+          .select("part")
+          .where("backup_id", "=", env.backupId)
+          .execute();
+        expect(rows).toEqual([]);
+        expect(await usedBytes(alice)).toBe(before);
+      });
+
+      it("a part with another header, or one the final part cannot join, lists nothing", async () => {
+        const { env, parts } = await partedEnvelope(bob);
+        expect((await put(bob, env, parts[0]!)).status).toBe(202);
+        // Part 2 of the same id but another Created: another header.
+        const other = encodeEnvelopeParts({ ...env, createdAt: env.createdAt + 1 }, LIMITS);
+        const mixed = await put(bob, env, other[1]!);
+        expect([
+          mixed.status,
+          mixed.code,
+          mixed.json<{ error: { details: { part: number } } }>().error.details.part,
+        ]).toEqual([400, "backup.envelope_invalid", 2]);
+        // Another part 1 under a staged one: a conflict.
+        expect((await put(bob, env, other[0]!)).status).toBe(409);
+        // A part signed by someone else's key under this id.
+        const forged = await bob.putEnvelope(env, {
+          xml: parts[1]!,
+          signature: toBase64url(new Uint8Array(64)),
+        });
+        expect(forged.code).toBe("backup.signature_invalid");
+        const list = (await bob.send("GET", "/v1/backup/backups")).json<{ backups: Array<{ id: string }> }>();
+        expect(list.backups.map((b) => b.id)).not.toContain(env.backupId);
+      });
+
+      it("a session never finished is swept after 7 days, its XML given back to the quota", async () => {
+        const before = await usedBytes(bob);
+        const { env, parts } = await partedEnvelope(bob);
+        expect((await put(bob, env, parts[0]!)).status).toBe(202);
+        expect((await put(bob, env, parts[1]!)).status).toBe(202);
+        const blob = agePayloadSize(SMALL_BLOB_PLAINTEXT);
+        expect(await usedBytes(bob)).toBe(before + blob + parts[0]!.length + parts[1]!.length);
+        t.clock.advance(UPLOAD_TTL_MS + 1000);
+        try {
+          expect(await t.server.backup.sweepStaleUploads()).toBeGreaterThanOrEqual(2);
+        } finally {
+          t.clock.advance(-(UPLOAD_TTL_MS + 1000));
+        }
+        // The staged XML is given back (and the blobs no envelope listed go too).
+        expect(await usedBytes(bob)).toBeLessThanOrEqual(before);
+        const rows = await t.db
+          .selectFrom("backup_envelope_parts")
+          .select("part")
+          .where("backup_id", "=", env.backupId)
+          .execute();
+        expect(rows).toEqual([]);
+        const late = await put(bob, env, parts[2]!);
+        expect([late.status, late.code]).toEqual([400, "backup.envelope_invalid"]);
       });
     });
   });

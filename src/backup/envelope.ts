@@ -586,37 +586,69 @@ export function envelopeHeaderKey(env: BackupEnvelope): string {
  * `{path, part}`.
  */
 export function combineEnvelopeParts(parts: readonly EnvelopePart[]): BackupEnvelope {
-  const refuse = (part: number, path: string, message: string): never => {
-    throw new HandsafeError(BACKUP_ERRORS.envelopeInvalid, `part ${part}: ${path}: ${message}`, {
-      status: 400,
-      details: { path, part },
-    });
-  };
-  if (parts.length === 0) refuse(1, "SyncML", "missing part");
-  const first = parts[0]!.envelope;
-  const key = envelopeHeaderKey(first);
   const items: EnvelopeItem[] = [];
   const deleted: string[] = [];
-  const ids = new Set<string>();
-  parts.forEach((p, i) => {
-    const n = i + 1;
-    if (p.msgId !== n) refuse(n, "SyncML/SyncHdr/MsgID", `not ${n}`);
-    const last = n === parts.length;
-    if (p.final !== last) refuse(n, "SyncML/SyncBody/Final", last ? "missing element" : "unexpected element");
-    if (n > 1 && envelopeHeaderKey(p.envelope) !== key)
-      refuse(n, "SyncML/SyncHdr", "not the first part's header");
-    if (deleted.length > 0 && p.envelope.items.length > 0)
-      refuse(n, "SyncML/SyncBody", "an item listed after a Delete of an earlier part");
+  const joiner = new EnvelopeJoiner({
+    item: (i) => items.push(i),
+    deleted: (id) => deleted.push(id),
+  });
+  for (const p of parts) joiner.add(p);
+  return { ...joiner.finish().header, items, deleted };
+}
+
+/**
+ * combineEnvelopeParts one part at a time (`add` them in order, then `finish`): only one part need
+ * be in memory, every item and deleted id goes to `visit`, and `finish` returns the header (items
+ * and deleted empty) with the counts.
+ */
+export class EnvelopeJoiner {
+  #header: BackupEnvelope | undefined;
+  #key = "";
+  #n = 0;
+  #final = false;
+  #items = 0;
+  #deleted = 0;
+  readonly #ids = new Set<string>();
+
+  constructor(private readonly visit: { item(item: EnvelopeItem): void; deleted(id: string): void }) {}
+
+  add(p: EnvelopePart): void {
+    const n = ++this.#n;
+    if (this.#final) refusePart(n, "SyncML", "a part after the one with <Final/>");
+    if (p.msgId !== n) refusePart(n, "SyncML/SyncHdr/MsgID", `not ${n}`);
+    if (this.#header === undefined) {
+      this.#header = { ...p.envelope, items: [], deleted: [] };
+      this.#key = envelopeHeaderKey(p.envelope);
+    } else if (envelopeHeaderKey(p.envelope) !== this.#key)
+      refusePart(n, "SyncML/SyncHdr", "not the first part's header");
+    if (this.#deleted > 0 && p.envelope.items.length > 0)
+      refusePart(n, "SyncML/SyncBody", "an item listed after a Delete of an earlier part");
     for (const item of p.envelope.items) {
-      if (ids.has(item.id)) refuse(n, "SyncML/SyncBody", `item ${item.id} listed twice`);
-      ids.add(item.id);
-      items.push(item);
+      if (this.#ids.has(item.id)) refusePart(n, "SyncML/SyncBody", `item ${item.id} listed twice`);
+      this.#ids.add(item.id);
+      this.#items++;
+      this.visit.item(item);
     }
     for (const id of p.envelope.deleted) {
-      if (ids.has(id)) refuse(n, "SyncML/SyncBody", `item ${id} both listed and deleted, or deleted twice`);
-      ids.add(id);
-      deleted.push(id);
+      if (this.#ids.has(id))
+        refusePart(n, "SyncML/SyncBody", `item ${id} both listed and deleted, or deleted twice`);
+      this.#ids.add(id);
+      this.#deleted++;
+      this.visit.deleted(id);
     }
+    this.#final = p.final;
+  }
+
+  finish(): { header: BackupEnvelope; parts: number; items: number; deleted: number } {
+    if (this.#header === undefined) return refusePart(1, "SyncML", "missing part");
+    if (!this.#final) refusePart(this.#n, "SyncML/SyncBody/Final", "missing element");
+    return { header: this.#header, parts: this.#n, items: this.#items, deleted: this.#deleted };
+  }
+}
+
+function refusePart(part: number, path: string, message: string): never {
+  throw new HandsafeError(BACKUP_ERRORS.envelopeInvalid, `part ${part}: ${path}: ${message}`, {
+    status: 400,
+    details: { path, part },
   });
-  return { ...first, items, deleted };
 }

@@ -19,15 +19,15 @@ import { parseRange } from "../platform/http/range.ts";
 import { type PeriodicJob, startPeriodic } from "../platform/periodic.ts";
 import { type BlobDownload, blobDamage, exactly } from "./blob-download.ts";
 import {
-  combineEnvelopeParts,
+  type EnvelopePart,
   envelopeHeaderKey,
   envelopeSigningInput,
+  EnvelopeJoiner,
   parseEnvelopePart,
 } from "./envelope.ts";
 import {
   ACCOUNT_ID,
   BACKUP_ERRORS,
-  type BackupEnvelope,
   type BackupSummary,
   BLOB_ID,
   backupUri,
@@ -253,15 +253,24 @@ export class BackupService extends BackupUploads {
         if (env.target !== backupUri(backupId))
           throw envelopeInvalid(`Target must be ${backupUri(backupId)}`);
         if (part.msgId === 1 && part.final)
-          return this.listEnvelope(account, env, [{ xml, signature }], xml.length);
+          return this.listEnvelope(
+            account,
+            1,
+            async (add) => {
+              add(part, xml.length);
+              return { first: { xml, signature }, last: { xml, signature } };
+            },
+            xml.length,
+          );
 
-        const staged = (await store.envelopeParts(this.db, backupId)).filter((p) => !p.listed);
+        const staged = await store.stagedParts(this.db, backupId);
         if (staged.some((p) => p.accountId !== account.id)) throw backupExists();
         const headerKey = toHex(sha256(utf8(envelopeHeaderKey(env))));
         const same = staged.find((p) => p.part === part.msgId);
         if (same !== undefined) {
           // The same part again (a retry after a lost answer) is answered again; another is a conflict.
-          if (part.final || !constantTimeEqual(same.xml, xml)) throw backupExists();
+          const held = await store.findStagedPart(this.db, backupId, part.msgId);
+          if (part.final || !held || !constantTimeEqual(held.xml, xml)) throw backupExists();
           return { id: backupId, part: part.msgId, staged: true };
         }
         if (part.msgId !== staged.length + 1)
@@ -292,27 +301,68 @@ export class BackupService extends BackupUploads {
           });
           return { id: backupId, part: part.msgId, staged: true };
         }
-        // The last part: the whole envelope from every part, each read again as it was signed.
-        const parts = [...staged.map((p) => ({ xml: p.xml, signature: p.signature })), { xml, signature }];
-        const whole = combineEnvelopeParts([...staged.map((p) => parseEnvelopePart(p.xml)), part]);
-        return this.listEnvelope(account, whole, parts, xml.length, staged.length);
+        // The last part: the whole envelope from every part, each read again as it was signed, one
+        // at a time (of the others only their blobs and item ids are kept).
+        return this.listEnvelope(
+          account,
+          staged.length + 1,
+          async (add) => {
+            let first: { xml: Uint8Array; signature: Uint8Array } = { xml, signature };
+            for (const p of staged) {
+              const row = await store.findStagedPart(this.db, backupId, p.part);
+              if (!row) throw partInvalid(p.part, "a part went while the backup was being listed");
+              if (p.part === 1) first = { xml: row.xml, signature: row.signature };
+              add(parseEnvelopePart(row.xml), row.xml.length);
+            }
+            add(part, xml.length);
+            return { first, last: { xml, signature } };
+          },
+          xml.length,
+        );
       },
     );
   }
 
   /**
-   * Lists `env` (joined from `parts`, part 1 first): checks its blobs and accounts, then one
-   * transaction. `newXmlBytes` is the XML not yet in the quota (the staged parts are already);
-   * `stagedParts` how many of `parts` wait in backup_envelope_parts.
+   * Lists an envelope of `partCount` parts that `read` hands to `add` one at a time, in order
+   * (with each one's XML length), answering the first and last parts' bytes: joins them, checks
+   * its blobs and accounts, then one transaction. `newXmlBytes` is the XML not yet in the quota
+   * (the staged parts are already).
    */
   private async listEnvelope(
     account: store.AccountRow,
-    env: BackupEnvelope,
-    parts: ReadonlyArray<{ xml: Uint8Array; signature: Uint8Array }>,
+    partCount: number,
+    read: (
+      add: (part: EnvelopePart, xmlBytes: number) => void,
+    ) => Promise<{
+      first: { xml: Uint8Array; signature: Uint8Array };
+      last: { xml: Uint8Array; signature: Uint8Array };
+    }>,
     newXmlBytes: number,
-    stagedParts = 0,
   ): Promise<BackupSummary> {
     const actor = `account:${account.id}`;
+    // Every blob the snapshot names, once, with what the envelope says of it.
+    const wanted = new Map<string, { uri: string; size: number; sha256: string; copy: boolean }>();
+    const joiner = new EnvelopeJoiner({
+      item(item) {
+        if (!("blob" in item.payload)) return;
+        const { uri, size, sha256 } = item.payload.blob;
+        const id = blobIdOfUri(uri);
+        if (id === undefined) throw blobMissing(uri);
+        const seen = wanted.get(id);
+        const hex = toHex(sha256);
+        if (seen && (seen.size !== size || seen.sha256 !== hex)) throw blobMissing(uri);
+        wanted.set(id, { uri, size, sha256: hex, copy: (seen?.copy ?? true) && item.command === "Copy" });
+      },
+      deleted() {},
+    });
+    let xmlBytes = 0;
+    const { first, last } = await read((part, bytes) => {
+      joiner.add(part);
+      xmlBytes += bytes;
+    });
+    const joined = joiner.finish();
+    const env = joined.header;
     const backupId = env.backupId;
     const sharedWith = [...new Set(env.sharedWith)];
     if (sharedWith.includes(account.id)) throw envelopeInvalid("SharedWith names the owner");
@@ -324,18 +374,6 @@ export class BackupService extends BackupUploads {
         details: { account: unknown },
       });
 
-    // Every blob the snapshot names, once, with what the envelope says of it.
-    const wanted = new Map<string, { uri: string; size: number; sha256: string; copy: boolean }>();
-    for (const item of env.items) {
-      if (!("blob" in item.payload)) continue;
-      const { uri, size, sha256 } = item.payload.blob;
-      const id = blobIdOfUri(uri);
-      if (id === undefined) throw blobMissing(uri);
-      const seen = wanted.get(id);
-      const hex = toHex(sha256);
-      if (seen && (seen.size !== size || seen.sha256 !== hex)) throw blobMissing(uri);
-      wanted.set(id, { uri, size, sha256: hex, copy: (seen?.copy ?? true) && item.command === "Copy" });
-    }
     const ids = [...wanted.keys()];
     const rows = await store.findBlobs(this.db, ids);
     const carried = await store.blobsReferencedBy(
@@ -361,30 +399,28 @@ export class BackupService extends BackupUploads {
       blobBytes += row.size;
     }
 
-    const xmlBytes = parts.reduce((n, p) => n + p.xml.length, 0);
     const summary: store.EnvelopeRow = {
       id: backupId,
       accountId: account.id,
       kind: env.kind,
       parent: env.parent ?? null,
       createdAt: env.createdAt,
-      items: env.items.length,
+      items: joined.items,
       bytes: xmlBytes + blobBytes,
       listedAt: this.now(),
-      xml: parts[0]!.xml,
-      signature: parts[0]!.signature,
+      xml: first.xml,
+      signature: first.signature,
     };
     await this.db.transaction().execute(async (trx) => {
       if (!(await store.insertEnvelope(trx, summary))) throw backupExists();
-      if (parts.length > 1) {
+      if (partCount > 1) {
         // Part 1 is the envelope row's now; the others stay as listed parts, the last one added.
-        if ((await store.listStagedParts(trx, backupId)) !== stagedParts - 1)
-          throw partInvalid(parts.length, "a part went while the backup was being listed");
-        const last = parts.at(-1)!;
+        if ((await store.listStagedParts(trx, backupId)) !== partCount - 2)
+          throw partInvalid(partCount, "a part went while the backup was being listed");
         const headerKey = toHex(sha256(utf8(envelopeHeaderKey(env))));
         await store.insertPart(trx, {
           backupId,
-          part: parts.length,
+          part: partCount,
           accountId: account.id,
           headerKey,
           xml: last.xml,
@@ -406,10 +442,10 @@ export class BackupService extends BackupUploads {
           outcome: "allow",
           details: {
             kind: env.kind,
-            items: env.items.length,
+            items: joined.items,
             blobs: ids.length,
             sharedWith,
-            parts: parts.length,
+            parts: partCount,
           },
         },
         trx,

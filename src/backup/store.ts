@@ -284,15 +284,31 @@ function toPart(r: BackupTables["backup_envelope_parts"]): PartRow {
   };
 }
 
-/** The parts of a backup held here, in order (staged ones, or parts 2..n of a listed one). */
-export async function envelopeParts(db: Db, backupId: string): Promise<PartRow[]> {
+/** The staged parts of a backup, in order, without their XML. */
+export async function stagedParts(
+  db: Db,
+  backupId: string,
+): Promise<Array<{ part: number; accountId: string; headerKey: string }>> {
   const rows = await db
+    .selectFrom("backup_envelope_parts")
+    .select(["part", "account_id", "header_key"])
+    .where("backup_id", "=", backupId)
+    .where("listed", "=", 0)
+    .orderBy("part")
+    .execute();
+  return rows.map((r) => ({ part: Number(r.part), accountId: r.account_id, headerKey: r.header_key }));
+}
+
+/** One staged part, with its XML and signature. */
+export async function findStagedPart(db: Db, backupId: string, part: number): Promise<PartRow | undefined> {
+  const r = await db
     .selectFrom("backup_envelope_parts")
     .selectAll()
     .where("backup_id", "=", backupId)
-    .orderBy("part")
-    .execute();
-  return rows.map(toPart);
+    .where("part", "=", part)
+    .where("listed", "=", 0)
+    .executeTakeFirst();
+  return r ? toPart(r) : undefined;
 }
 
 /** A listed envelope's part n ≥ 2. */

@@ -153,7 +153,6 @@ export class FolderDataStores implements DataStores {
     this.root = root;
   }
 
-  /** Finishes an interrupted commit: `<root>` missing but its old copy still there → put it back. */
   /**
    * Finishes an interrupted commit: `<root>` missing but its old copy there → put it back; the old
    * copy of a commit that did finish → removed. With `sweep`, also drops staging folders left by a
@@ -189,10 +188,15 @@ export class FolderDataStores implements DataStores {
   // --- writing the live stores (the handset's apps) ---------------------------------------------
 
   async putRecord(kind: RecordKind, id: string, record: JsonValue): Promise<void> {
-    parseItemPath(`${kind}/${id}`);
+    await this.putRecords(kind, { [id]: record });
+  }
+
+  /** Many records of one store in one write (an app importing its address book). */
+  async putRecords(kind: RecordKind, entries: Record<string, JsonValue>): Promise<void> {
+    for (const id of Object.keys(entries)) parseItemPath(`${kind}/${id}`);
     await mkdir(this.root, { recursive: true });
     const records = await readRecords(this.root, kind);
-    records[id] = record;
+    Object.assign(records, entries);
     await writeFile(recordsFile(this.root, kind), recordsJson(records));
   }
 

@@ -45,4 +45,13 @@ describe("unpadded base64", () => {
       expect(base64Standard.decode(base64Standard.encode(bytes))).toEqual(bytes);
     }
   });
+
+  it("encodes as Node's own base64 does (less its padding), up to a 64 KiB payload", () => {
+    for (const n of [71, 255, 256, 1000, 65_568]) {
+      const bytes = Uint8Array.from({ length: n }, (_, i) => (i * 131 + (i >> 8)) & 0xff);
+      const node = Buffer.from(bytes);
+      expect(base64Standard.encode(bytes)).toBe(node.toString("base64").replace(/=+$/, ""));
+      expect(base64Url.encode(bytes)).toBe(node.toString("base64url"));
+    }
+  });
 });

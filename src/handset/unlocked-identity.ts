@@ -93,7 +93,8 @@ export function unlockIdentity(
   const seed = deriveKey(secret, LABELS.accountKey);
   const contentKey = deriveKey(secret, LABELS.contentHash);
   const itemKey = deriveKey(secret, LABELS.itemId);
-  // X25519Identity keeps a reference to `secret`, so lock() wipes its copy too.
+  // X25519Identity imports `secret` once (each unwrap is then one multiplication); lock() drops
+  // that import and wipes `secret`.
   const x25519 = new X25519Identity(secret);
   let isLocked = false;
   const live = () => {
@@ -151,6 +152,7 @@ export function unlockIdentity(
     },
     lock() {
       isLocked = true;
+      x25519.wipe();
       for (const k of [secret, seed, contentKey, itemKey]) k.fill(0);
     },
   };

@@ -1,7 +1,8 @@
 import { concatBytes } from "../codec/bytes.ts";
 import { chachaOpen, chachaSeal } from "../crypto/aead.ts";
 import { hkdfSha256 } from "../crypto/hkdf.ts";
-import { generateX25519, x25519, x25519PublicKey } from "../crypto/x25519.ts";
+import { randomBytes } from "../crypto/random.ts";
+import { X25519_KEY_LENGTH, x25519KeyPair } from "../crypto/x25519.ts";
 import { isHandsafeError } from "../errors.ts";
 import { decodeBase64, encodeBase64 } from "./base64.ts";
 import { AGE_ERRORS, ageError } from "./errors.ts";
@@ -18,9 +19,9 @@ const BODY_LENGTH = FILE_KEY_LENGTH + 16;
 /** The wrap key is used once, so the nonce is fixed to 12 zero bytes. */
 const ZERO_NONCE = new Uint8Array(12);
 
-function sharedSecret(scalar: Uint8Array, u: Uint8Array): Uint8Array {
+function sharedSecret(times: (u: Uint8Array) => Uint8Array, u: Uint8Array): Uint8Array {
   try {
-    return x25519(scalar, u);
+    return times(u);
   } catch (e) {
     // "If the shared secret is all 0x00 bytes, the identity implementation MUST abort."
     if (isHandsafeError(e, "crypto.invalid_point"))
@@ -44,9 +45,12 @@ export class X25519Recipient implements AgeRecipient {
   }
 
   wrap(fileKey: Uint8Array): Stanza[] {
-    // A new ephemeral secret for each stanza and each file.
-    const ephemeral = generateX25519();
-    const secret = sharedSecret(ephemeral.privateKey, this.publicKey);
+    // A new ephemeral secret for each stanza and each file; one import gives its share and the
+    // agreement (two multiplications).
+    const scalar = randomBytes(X25519_KEY_LENGTH);
+    const ephemeral = x25519KeyPair(scalar);
+    scalar.fill(0);
+    const secret = sharedSecret(ephemeral.times, this.publicKey);
     const key = wrapKey(secret, ephemeral.publicKey, this.publicKey);
     return [
       {
@@ -58,13 +62,21 @@ export class X25519Recipient implements AgeRecipient {
 }
 
 export class X25519Identity implements AgeIdentity {
-  readonly #privateKey: Uint8Array;
+  /** The scalar imported once: every unwrap is one multiplication. Undefined once wiped. */
+  #times: ((u: Uint8Array) => Uint8Array) | undefined;
   readonly publicKey: Uint8Array;
 
-  /** From an `AGE-SECRET-KEY-1…` string or a 32-byte scalar. */
+  /** From an `AGE-SECRET-KEY-1…` string or a 32-byte scalar (not copied: wipe() or the caller zeroes it). */
   constructor(identity: string | Uint8Array) {
-    this.#privateKey = typeof identity === "string" ? parseIdentity(identity) : identity;
-    this.publicKey = x25519PublicKey(this.#privateKey);
+    const scalar = typeof identity === "string" ? parseIdentity(identity) : identity;
+    const pair = x25519KeyPair(scalar);
+    this.publicKey = pair.publicKey;
+    this.#times = pair.times;
+  }
+
+  /** Drops the imported key: later unwraps find no file key (the caller's own lock says why). */
+  wipe(): void {
+    this.#times = undefined;
   }
 
   unwrap(stanzas: readonly Stanza[]): Uint8Array | undefined {
@@ -78,7 +90,8 @@ export class X25519Identity implements AgeIdentity {
       // Checked before decrypting, against partitioning oracles (age v1 §X25519).
       if (stanza.body.length !== BODY_LENGTH)
         throw ageError(AGE_ERRORS.stanzaMalformed, `X25519 stanza body must be ${BODY_LENGTH} bytes`);
-      const secret = sharedSecret(this.#privateKey, share);
+      if (this.#times === undefined) return undefined;
+      const secret = sharedSecret(this.#times, share);
       const key = wrapKey(secret, share, this.publicKey);
       try {
         return chachaOpen(key, ZERO_NONCE, stanza.body);

@@ -27,7 +27,6 @@ export const EMPTY = new Uint8Array(0);
 /** RFC 5869 §2.2: an absent salt is HashLen zero bytes. */
 const ZERO_SALT = new Uint8Array(N_H);
 /** RFC 7748 §4.1: the base point u = 9. X25519(sk, 9) is sk's public key. */
-const BASE_POINT = Uint8Array.from({ length: 32 }, (_, i) => (i === 0 ? 9 : 0));
 
 // ---- §4 labeled HKDF ------------------------------------------------------------------------
 
@@ -189,10 +188,10 @@ export function encap(
     throw invalidPublicKey();
   const skE = ephemeralPrivateKey ?? via.randomBytes(HPKE_PRIVATE_KEY_LENGTH);
   checkPrivateKey("HPKE ephemeral private key", skE);
-  // One import of skE for both multiplications: on node an import costs about one multiplication.
-  const times = via.x25519Multiplier(skE);
+  // One import of skE gives pkE and the agreement: two multiplications (on node the import derives
+  // the public key anyway).
+  const { publicKey: enc, times } = via.x25519KeyPair(skE); // enc = SerializePublicKey(pkE)
   if (ephemeralPrivateKey === undefined) skE.fill(0);
-  const enc = times(BASE_POINT); // SerializePublicKey(pkE)
   const z = dh(times, recipientPublicKey, invalidPublicKey);
   const sharedSecret = extractAndExpand(via, z, concatBytes(enc, recipientPublicKey));
   z.fill(0);
@@ -238,8 +237,8 @@ export function hpkeRecipientKey(
   via: CryptoBackend = defaultBackend,
 ): HpkeRecipientKey {
   checkPrivateKey("HPKE recipient private key", privateKey);
-  const times = via.x25519Multiplier(privateKey);
-  return new RecipientKey(times, times(BASE_POINT));
+  const { publicKey, times } = via.x25519KeyPair(privateKey);
+  return new RecipientKey(times, publicKey);
 }
 
 export function recipientKeyOf(recipient: Uint8Array | HpkeRecipientKey, via: CryptoBackend): RecipientKey {

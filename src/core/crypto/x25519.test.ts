@@ -31,6 +31,23 @@ for (const b of [nodeBackend, webBackend]) {
       for (const v of RFC7748_5_2) expect(toHex(b.x25519(fromHex(v.scalar), fromHex(v.u)))).toBe(v.out);
     });
 
+    it("x25519KeyPair: RFC 7748 §6.1's public keys and shared secret from one import each", () => {
+      const alice = b.x25519KeyPair(
+        fromHex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"),
+      );
+      const bob = b.x25519KeyPair(
+        fromHex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"),
+      );
+      expect(toHex(alice.publicKey)).toBe("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+      expect(toHex(bob.publicKey)).toBe("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+      const shared = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742";
+      expect(toHex(alice.times(bob.publicKey))).toBe(shared);
+      expect(toHex(bob.times(alice.publicKey))).toBe(shared);
+      expect(() => alice.times(new Uint8Array(32))).toThrow(
+        expect.objectContaining({ code: "crypto.invalid_point" }),
+      );
+    });
+
     it("an attacker's all-zero or low-order u is crypto.invalid_point, never a zero secret", () => {
       const scalar = b.randomBytes(32);
       const p = "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"; // u = p ≡ 0

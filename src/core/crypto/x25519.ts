@@ -24,6 +24,25 @@ export function generateX25519(): X25519KeyPair {
   return { privateKey, publicKey: backend.x25519PublicKey(privateKey) };
 }
 
+/**
+ * The public key of `privateKey` and a multiplier for it, from one import (backend.x25519KeyPair):
+ * for a key used for its public half and agreements both (an ephemeral key, an identity).
+ */
+export function x25519KeyPair(privateKey: Uint8Array): {
+  publicKey: Uint8Array;
+  times: (u: Uint8Array) => Uint8Array;
+} {
+  check("X25519 private key", privateKey);
+  const { publicKey, times } = backend.x25519KeyPair(privateKey);
+  return {
+    publicKey,
+    times: (u) => {
+      check("X25519 u-coordinate", u);
+      return times(u);
+    },
+  };
+}
+
 export function x25519PublicKey(privateKey: Uint8Array): Uint8Array {
   check("X25519 private key", privateKey);
   return backend.x25519PublicKey(privateKey);

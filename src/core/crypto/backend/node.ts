@@ -134,6 +134,24 @@ function open(
   }
 }
 
+/** X25519 with an imported private key against any u (RFC 7748 §5); all-zero: invalid_point. */
+function multiplierOf(privateKey: nodeCrypto.KeyObject): (u: Uint8Array) => Uint8Array {
+  return (u: Uint8Array): Uint8Array => {
+    need("X25519 u-coordinate", u, 32);
+    let shared: Buffer;
+    try {
+      // OpenSSL clamps the scalar, masks bit 255 of u and reduces non-canonical u (RFC 7748 §5);
+      // it refuses to return the all-zero secret, which is the only way derivation fails here.
+      shared = nodeCrypto.diffieHellman({ privateKey, publicKey: okpPublicKey("X25519", u) });
+    } catch {
+      throw invalidPoint();
+    }
+    const out = plain(shared);
+    if (isAllZero(out)) throw invalidPoint();
+    return out;
+  };
+}
+
 export const backend = {
   name: "node",
 
@@ -167,21 +185,13 @@ export const backend = {
 
   x25519Multiplier(scalar: Uint8Array): (u: Uint8Array) => Uint8Array {
     need("X25519 scalar", scalar, 32);
+    return multiplierOf(okpPrivateKey("X25519", scalar));
+  },
+
+  x25519KeyPair(scalar: Uint8Array): { publicKey: Uint8Array; times: (u: Uint8Array) => Uint8Array } {
+    need("X25519 scalar", scalar, 32);
     const privateKey = okpPrivateKey("X25519", scalar);
-    return (u: Uint8Array): Uint8Array => {
-      need("X25519 u-coordinate", u, 32);
-      let shared: Buffer;
-      try {
-        // OpenSSL clamps the scalar, masks bit 255 of u and reduces non-canonical u (RFC 7748 §5);
-        // it refuses to return the all-zero secret, which is the only way derivation fails here.
-        shared = nodeCrypto.diffieHellman({ privateKey, publicKey: okpPublicKey("X25519", u) });
-      } catch {
-        throw invalidPoint();
-      }
-      const out = plain(shared);
-      if (isAllZero(out)) throw invalidPoint();
-      return out;
-    };
+    return { publicKey: rawPublicOf(privateKey), times: multiplierOf(privateKey) };
   },
 
   x25519PublicKey(scalar: Uint8Array): Uint8Array {

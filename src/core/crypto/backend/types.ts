@@ -40,6 +40,12 @@ export interface CryptoBackend {
    * that multiplies twice with the same scalar (CPace) saves one. Same errors as `x25519`.
    */
   x25519Multiplier(scalar: Uint8Array): (u: Uint8Array) => Uint8Array;
+  /**
+   * The public key X25519(k, 9) and a multiplier for k, from one import: on node the import
+   * derives the public key anyway, so a party that needs both (an ephemeral key: its share and one
+   * agreement) pays two multiplications, not three.
+   */
+  x25519KeyPair(scalar: Uint8Array): { publicKey: Uint8Array; times: (u: Uint8Array) => Uint8Array };
   /** X25519(k, 9): the public key of an X25519 private scalar. */
   x25519PublicKey(scalar: Uint8Array): Uint8Array;
   /** RFC 8032 §5.1.5: the public key A of a 32-byte Ed25519 seed. */

@@ -118,6 +118,11 @@ export const backend = {
     return (u: Uint8Array): Uint8Array => backend.x25519(own, u);
   },
 
+  x25519KeyPair(scalar: Uint8Array): { publicKey: Uint8Array; times: (u: Uint8Array) => Uint8Array } {
+    need("X25519 scalar", scalar, 32);
+    return { publicKey: x25519.getPublicKey(scalar), times: backend.x25519Multiplier(scalar) };
+  },
+
   x25519PublicKey(scalar: Uint8Array): Uint8Array {
     need("X25519 scalar", scalar, 32);
     return x25519.getPublicKey(scalar);

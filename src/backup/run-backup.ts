@@ -9,7 +9,7 @@ import { concatBytes } from "../core/codec/bytes.ts";
 import { backupError } from "./client-http.ts";
 import type { BackupResult, ClientContext, ProgressListener } from "./client-types.ts";
 import type { DataStores, StoredItem } from "./data-store-types.ts";
-import { DEFAULT_PART_LIMITS, type EnvelopePartLimits, encodeEnvelopeParts } from "./envelope.ts";
+import { countEnvelopeParts, DEFAULT_PART_LIMITS, type EnvelopePartLimits } from "./envelope.ts";
 import {
   collectBytes,
   type ItemMetadata,
@@ -304,5 +304,5 @@ export function checkEnvelopeFits(
   envelope: BackupEnvelope,
   limits: EnvelopePartLimits = DEFAULT_PART_LIMITS,
 ): number {
-  return encodeEnvelopeParts(envelope, limits).length;
+  return countEnvelopeParts(envelope, limits);
 }

@@ -332,9 +332,7 @@ export class BackupService extends BackupUploads {
   private async listEnvelope(
     account: store.AccountRow,
     partCount: number,
-    read: (
-      add: (part: EnvelopePart, xmlBytes: number) => void,
-    ) => Promise<{
+    read: (add: (part: EnvelopePart, xmlBytes: number) => void) => Promise<{
       first: { xml: Uint8Array; signature: Uint8Array };
       last: { xml: Uint8Array; signature: Uint8Array };
     }>,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { utf8 } from "../../src/core/codec/bytes.ts";
-import { parseXml, writeXml, type XmlElement } from "../../src/core/codec/xml.ts";
+import { parseXml, writeXml, writeXmlFragment, type XmlElement } from "../../src/core/codec/xml.ts";
 import { HandsafeError } from "../../src/core/errors.ts";
 
 function refusal(fn: () => unknown): HandsafeError {
@@ -105,6 +105,15 @@ describe("writer", () => {
   it("writes the declaration, two-space indentation and text on its element's line", () => {
     expect(writeXml(el("a", [el("b", [], "1"), el("c", [el("d")])], "", { k: "v" }))).toBe(
       '<?xml version="1.0" encoding="UTF-8"?>\n<a k="v">\n  <b>1</b>\n  <c>\n    <d/>\n  </c>\n</a>\n',
+    );
+  });
+
+  it("writeXmlFragment writes an element as writeXml does at that depth (for documents made in pieces)", () => {
+    const inner = el("c", [el("d", [], "x"), el("e", [el("f")])], "", { k: "v" });
+    const whole = writeXml(el("a", [el("b", [inner])]));
+    expect(whole).toContain(`\n    ${writeXmlFragment(inner, 2)}\n`);
+    expect(writeXmlFragment(inner, 2)).toBe(
+      '<c k="v">\n      <d>x</d>\n      <e>\n        <f/>\n      </e>\n    </c>',
     );
   });
 

@@ -108,3 +108,14 @@ export function writeXml(root: XmlElement, options: WriteXmlOptions = {}): strin
   if (indent) out.push("\n");
   return out.join("");
 }
+
+/**
+ * One element as it appears inside a document that writeXml indents, at depth `level`: the same
+ * characters writeXml writes for it there (its first line unindented, no trailing newline). For a
+ * writer that assembles a large document from pieces made one at a time.
+ */
+export function writeXmlFragment(el: XmlElement, level: number): string {
+  const out: string[] = [];
+  writeElement(el, level, true, out);
+  return out.join("");
+}

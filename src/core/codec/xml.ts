@@ -21,4 +21,4 @@ export {
   type XmlErrorCode,
   type XmlLimits,
 } from "./xml-syntax.ts";
-export { type WriteXmlOptions, writeXml } from "./xml-writer.ts";
+export { type WriteXmlOptions, writeXml, writeXmlFragment } from "./xml-writer.ts";

@@ -229,86 +229,64 @@ export abstract class BackupUploads extends BackupServiceBase {
 
   // --- housekeeping ---------------------------------------------------------------------------------
 
-  /** Drops uploads not completed within UPLOAD_TTL_MS (their bytes too); returns how many. */
+  /**
+   * Drops what was left unfinished UPLOAD_TTL_MS ago, each audited as a count: uploads never
+   * completed (their bytes too), blobs no envelope listed, and parts of an envelope (§4 Parts)
+   * whose last part never came. Returns how many things went.
+   */
   async sweepStaleUploads(): Promise<number> {
     const before = this.now() - UPLOAD_TTL_MS;
-    let dropped = 0;
-    for (;;) {
-      const stale = await store.staleUploads(this.db, before, SWEEP_BATCH);
-      for (const u of stale)
-        if (await store.transitionUpload(this.db, u.id, "open", "expired")) {
-          await this.blobs.uploads.abort(u.id);
-          dropped++;
-        }
-      if (stale.length < SWEEP_BATCH) break;
-    }
-    if (dropped > 0)
-      await this.platform.audit({
-        actor: "system",
-        action: "backup.uploads_expired",
-        outcome: "info",
-        details: { count: dropped },
-      });
-    return dropped + (await this.sweepUnlistedBlobs(before)) + (await this.sweepStagedParts(before));
-  }
-
-  /**
-   * Parts of an envelope (§4 Parts) staged before `before` whose session never sent its last
-   * part: dropped, their XML given back to the quota.
-   */
-  private async sweepStagedParts(before: number): Promise<number> {
-    let dropped = 0;
-    for (;;) {
-      const stale = await store.staleParts(this.db, before, SWEEP_BATCH);
-      for (const p of stale) {
-        const deleted = await this.db.transaction().execute(async (trx) => {
-          if (!(await store.deleteStagedPart(trx, p.backupId, p.part))) return false;
-          await store.releaseQuota(trx, p.accountId, p.bytes);
-          return true;
-        });
-        if (deleted) dropped++;
-      }
-      if (stale.length < SWEEP_BATCH) break;
-    }
-    if (dropped > 0)
-      await this.platform.audit({
-        actor: "system",
-        action: "backup.parts_expired",
-        outcome: "info",
-        details: { count: dropped },
-      });
-    return dropped;
-  }
-
-  /**
-   * Blobs whose upload completed before `before` (UPLOAD_TTL_MS ago) but that no envelope ever
-   * listed — a backup abandoned after its uploads — are deleted and their bytes given back to the
-   * quota. The row goes first, only while still unreferenced, so an envelope listing it at that
-   * moment either took its reference first (the blob stays) or finds it gone (backup.blob_missing).
-   */
-  private async sweepUnlistedBlobs(before: number): Promise<number> {
-    let dropped = 0;
-    for (;;) {
-      const unlisted = await store.unreferencedBlobs(this.db, before, SWEEP_BATCH);
-      for (const b of unlisted) {
+    const uploads = await this.sweep(
+      "backup.uploads_expired",
+      () => store.staleUploads(this.db, before, SWEEP_BATCH),
+      async (u) => {
+        if (!(await store.transitionUpload(this.db, u.id, "open", "expired"))) return false;
+        await this.blobs.uploads.abort(u.id);
+        return true;
+      },
+    );
+    // A blob row goes first, only while still unreferenced, so an envelope listing it at that
+    // moment either took its reference first (the blob stays) or finds it gone (backup.blob_missing).
+    const blobs = await this.sweep(
+      "backup.blobs_unlisted_dropped",
+      () => store.unreferencedBlobs(this.db, before, SWEEP_BATCH),
+      async (b) => {
         const deleted = await this.db.transaction().execute(async (trx) => {
           if (!(await store.deleteUnreferencedBlob(trx, b.id))) return false;
           await store.releaseQuota(trx, b.accountId, b.size);
           return true;
         });
-        if (!deleted) continue;
-        await this.blobs.delete(blobKey(b.id));
-        dropped++;
-      }
-      if (unlisted.length < SWEEP_BATCH) break;
+        if (deleted) await this.blobs.delete(blobKey(b.id));
+        return deleted;
+      },
+    );
+    const parts = await this.sweep(
+      "backup.parts_expired",
+      () => store.staleParts(this.db, before, SWEEP_BATCH),
+      (p) =>
+        this.db.transaction().execute(async (trx) => {
+          if (!(await store.deleteStagedPart(trx, p.backupId, p.part))) return false;
+          await store.releaseQuota(trx, p.accountId, p.bytes);
+          return true;
+        }),
+    );
+    return uploads + blobs + parts;
+  }
+
+  /** Batches of `next()` until a short one, each thing `drop`ped (true: it went); one audit record of the count. */
+  private async sweep<T>(
+    action: string,
+    next: () => Promise<T[]>,
+    drop: (thing: T) => Promise<boolean>,
+  ): Promise<number> {
+    let dropped = 0;
+    for (;;) {
+      const batch = await next();
+      for (const thing of batch) if (await drop(thing)) dropped++;
+      if (batch.length < SWEEP_BATCH) break;
     }
     if (dropped > 0)
-      await this.platform.audit({
-        actor: "system",
-        action: "backup.blobs_unlisted_dropped",
-        outcome: "info",
-        details: { count: dropped },
-      });
+      await this.platform.audit({ actor: "system", action, outcome: "info", details: { count: dropped } });
     return dropped;
   }
 }

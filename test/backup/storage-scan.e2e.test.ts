@@ -8,6 +8,7 @@ import { hkdfSync } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FolderDataStores } from "../../src/backup/data-stores.ts";
 import { BackupClient } from "../../src/backup/handset.ts";
@@ -56,7 +57,13 @@ describe.each(databaseKinds)("what the backup storage holds, on %s", (kind) => {
       const { module } = await IdentityModule.create(new MemoryKeystore(), { pin: PIN, scryptLogN: 10 });
       const identity = await module.unlock(PIN);
       const transport = createNodeTransport({ pin: t.server.pin });
-      const client = new BackupClient({ baseUrl: t.server.url, transport, identity });
+      // Small parts, so that the envelope goes in parts (§4 Parts) and backup_envelope_parts is scanned too.
+      const client = new BackupClient({
+        baseUrl: t.server.url,
+        transport,
+        identity,
+        envelopePartLimits: { maxBytes: 4096, maxElements: 2000 },
+      });
       alice = { identity, client, close: () => transport.close() };
       // The identity itself, as only a test may see it: out of the card the module exports.
       const card = await module.exportCard(PIN, PASSPHRASE, { logN: 10 });
@@ -108,6 +115,10 @@ describe.each(databaseKinds)("what the backup storage holds, on %s", (kind) => {
         folders,
       );
       expect(found.scannedRows).toBeGreaterThan(10);
+      const parts = await sql<{ n: number }>`select count(*) as n from backup_envelope_parts`.execute(
+        t.server.platform.db,
+      );
+      expect(Number(parts.rows[0]!.n)).toBeGreaterThanOrEqual(1);
       expect(found.scannedFiles).toBeGreaterThan(1);
       expect(found.tables).toEqual([]);
       expect(found.files).toEqual([]);

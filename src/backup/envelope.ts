@@ -205,7 +205,19 @@ export function encodeEnvelopeParts(
   env: BackupEnvelope,
   limits: EnvelopePartLimits = DEFAULT_PART_LIMITS,
 ): Uint8Array[] {
-  return cutParts(env, limits, false) as Uint8Array[];
+  return [...envelopeParts(env, limits)];
+}
+
+/**
+ * encodeEnvelopeParts one part at a time, written when asked for: a caller that sends each part
+ * before asking for the next holds one part's bytes, not all of them. (Past MAX_ENVELOPE_PARTS the
+ * refusal comes when part 65 is asked for: count first, with countEnvelopeParts.)
+ */
+export function envelopeParts(
+  env: BackupEnvelope,
+  limits: EnvelopePartLimits = DEFAULT_PART_LIMITS,
+): Generator<Uint8Array, void, undefined> {
+  return cutParts(env, limits, true) as Generator<Uint8Array, void, undefined>;
 }
 
 /** How many parts encodeEnvelopeParts would write, or its refusal — without writing them. */
@@ -213,40 +225,43 @@ export function countEnvelopeParts(
   env: BackupEnvelope,
   limits: EnvelopePartLimits = DEFAULT_PART_LIMITS,
 ): number {
-  return cutParts(env, limits, true) as number;
+  let n = 0;
+  for (const _ of cutParts(env, limits, false)) n++;
+  return n;
 }
 
-function cutParts(
+/** The parts, in order: each one's bytes when `write`, else undefined (counting only). */
+function* cutParts(
   env: BackupEnvelope,
   limits: EnvelopePartLimits,
-  countOnly: boolean,
-): Uint8Array[] | number {
+  write: boolean,
+): Generator<Uint8Array | undefined, void, undefined> {
   // The header's cost, at the widest MsgID a part can carry, with <Final/>.
   const empty = documentBytes(env, MAX_ENVELOPE_PARTS, [], true);
   const headerElements = elementCount(parseXml(empty));
   const budgetBytes = limits.maxBytes - empty.length;
   const budgetElements = limits.maxElements - headerElements;
-  const parts: Uint8Array[] = [];
   let count = 0;
   let group: string[] = [];
   let groupSize = 0;
   let bytes = 0;
   let elements = 0;
-  const close = (final: boolean) => {
+  const close = (final: boolean): Uint8Array | undefined => {
     count++;
     if (count > MAX_ENVELOPE_PARTS) tooLarge(env, limits, `more than ${MAX_ENVELOPE_PARTS} parts`);
-    if (!countOnly) {
-      const doc = documentBytes(env, count, group, final);
+    let doc: Uint8Array | undefined;
+    if (write) {
+      doc = documentBytes(env, count, group, final);
       if (doc.length > limits.maxBytes)
         throw new HandsafeError("internal", `envelope part ${count} came out over its limits`, {
           status: 500,
         });
-      parts.push(doc);
     }
     group = [];
     groupSize = 0;
     bytes = 0;
     elements = 0;
+    return doc;
   };
   for (const c of commandElements(env)) {
     const nodes = elementCount(c);
@@ -256,17 +271,16 @@ function cutParts(
     if (cost > budgetBytes || nodes > budgetElements)
       tooLarge(env, limits, "a single item does not fit in a part");
     if (groupSize > 0 && (bytes + cost > budgetBytes || elements + nodes > budgetElements)) {
-      close(false);
+      yield close(false);
       text = writeCommand(c, 1);
       cost = utf8Length(text) + 5;
     }
-    if (!countOnly) group.push(text);
+    if (write) group.push(text);
     groupSize++;
     bytes += cost;
     elements += nodes;
   }
-  close(true);
-  return countOnly ? count : parts;
+  yield close(true);
 }
 
 function utf8Length(text: string): number {

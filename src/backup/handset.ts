@@ -26,7 +26,8 @@ import {
   DEFAULT_PART_LIMITS,
   type EnvelopePart,
   type EnvelopePartLimits,
-  encodeEnvelopeParts,
+  countEnvelopeParts,
+  envelopeParts,
   envelopeSigningInput,
   parseEnvelopePart,
 } from "./envelope.ts";
@@ -250,7 +251,9 @@ export class BackupClient {
    * all or nothing on the server.
    */
   async publish(envelope: BackupEnvelope): Promise<void> {
-    for (const xml of encodeEnvelopeParts(envelope, this.#partLimits)) {
+    // Refused before the first PUT when it cannot fit; then each part is written as it is sent.
+    countEnvelopeParts(envelope, this.#partLimits);
+    for (const xml of envelopeParts(envelope, this.#partLimits)) {
       const signature = this.#id.sign(envelopeSigningInput(xml));
       await this.#http.send("PUT", backupUri(envelope.backupId), {
         body: xml,

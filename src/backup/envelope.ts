@@ -2,6 +2,7 @@ import { parseRecipient } from "../core/age/keys.ts";
 import { base64Standard } from "../core/codec/base64.ts";
 import { concatBytes, fromHex, toHex, utf8 } from "../core/codec/bytes.ts";
 import { DEFAULT_XML_LIMITS, parseXml, type XmlElement, writeXmlFragment } from "../core/codec/xml.ts";
+import { sha256 } from "../core/crypto/hash.ts";
 import { HandsafeError } from "../core/errors.ts";
 import {
   ACCOUNT_ID,
@@ -69,7 +70,8 @@ const leaf = (name: string, text: string, attributes: Record<string, string> = {
 });
 const locUri = (uri: string): XmlElement => leaf("LocURI", uri);
 
-function itemCommand(item: EnvelopeItem, cmdId: number): XmlElement {
+/** An item's command; its CmdID is set when it is written (writeCommand). */
+function itemCommand(item: EnvelopeItem): XmlElement {
   const payload =
     "inline" in item.payload
       ? leaf("Data", base64Standard.encode(item.payload.inline))
@@ -79,7 +81,7 @@ function itemCommand(item: EnvelopeItem, cmdId: number): XmlElement {
           sha256: toHex(item.payload.blob.sha256),
         });
   return node(item.command, [
-    leaf("CmdID", String(cmdId)),
+    leaf("CmdID", "0"),
     node("Item", [
       node("Source", [locUri(item.id)]),
       node("Meta", [
@@ -125,7 +127,7 @@ function headerElement(env: BackupEnvelope, msgId: number): XmlElement {
 
 /** The snapshot's commands, items first then deletes, made one at a time as asked for. */
 function* commandElements(env: BackupEnvelope): Generator<XmlElement> {
-  for (const item of env.items) yield itemCommand(item, 0);
+  for (const item of env.items) yield itemCommand(item);
   for (const id of env.deleted)
     yield node("Delete", [leaf("CmdID", "0"), node("Item", [node("Source", [locUri(id)])])]);
 }
@@ -625,8 +627,15 @@ export function parseEnvelopePart(xml: Uint8Array): EnvelopePart {
   return { msgId, final, envelope };
 }
 
-/** The header fields every part of one envelope must share, as one string. */
+/**
+ * The header fields every part of one envelope must share, as 64 hex digits (SHA-256 of them as
+ * JSON): what the server keeps of a staged part to hold the next ones to it without reading it.
+ */
 export function envelopeHeaderKey(env: BackupEnvelope): string {
+  return toHex(sha256(utf8(headerFields(env))));
+}
+
+function headerFields(env: BackupEnvelope): string {
   return JSON.stringify([
     env.backupId,
     env.kind,
@@ -660,7 +669,7 @@ export function combineEnvelopeParts(parts: readonly EnvelopePart[]): BackupEnve
 /**
  * combineEnvelopeParts one part at a time (`add` them in order, then `finish`): only one part need
  * be in memory, every item and deleted id goes to `visit`, and `finish` returns the header (items
- * and deleted empty) with the counts.
+ * and deleted empty) with the number of items.
  */
 export class EnvelopeJoiner {
   #header: BackupEnvelope | undefined;
@@ -679,8 +688,8 @@ export class EnvelopeJoiner {
     if (p.msgId !== n) refusePart(n, "SyncML/SyncHdr/MsgID", `not ${n}`);
     if (this.#header === undefined) {
       this.#header = { ...p.envelope, items: [], deleted: [] };
-      this.#key = envelopeHeaderKey(p.envelope);
-    } else if (envelopeHeaderKey(p.envelope) !== this.#key)
+      this.#key = headerFields(p.envelope);
+    } else if (headerFields(p.envelope) !== this.#key)
       refusePart(n, "SyncML/SyncHdr", "not the first part's header");
     if (this.#deleted > 0 && p.envelope.items.length > 0)
       refusePart(n, "SyncML/SyncBody", "an item listed after a Delete of an earlier part");
@@ -700,16 +709,21 @@ export class EnvelopeJoiner {
     this.#final = p.final;
   }
 
-  finish(): { header: BackupEnvelope; parts: number; items: number; deleted: number } {
+  finish(): { header: BackupEnvelope; items: number } {
     if (this.#header === undefined) return refusePart(1, "SyncML", "missing part");
     if (!this.#final) refusePart(this.#n, "SyncML/SyncBody/Final", "missing element");
-    return { header: this.#header, parts: this.#n, items: this.#items, deleted: this.#deleted };
+    return { header: this.#header, items: this.#items };
   }
 }
 
-function refusePart(part: number, path: string, message: string): never {
-  throw new HandsafeError(BACKUP_ERRORS.envelopeInvalid, `part ${part}: ${path}: ${message}`, {
+/** `backup.envelope_invalid` for part `part` of an envelope in parts, details `{path, part}`. */
+export function partRefusal(part: number, path: string, message: string): HandsafeError {
+  return new HandsafeError(BACKUP_ERRORS.envelopeInvalid, `part ${part}: ${path}: ${message}`, {
     status: 400,
     details: { path, part },
   });
+}
+
+function refusePart(part: number, path: string, message: string): never {
+  throw partRefusal(part, path, message);
 }

@@ -10,9 +10,8 @@
  */
 
 import { fromBase64url, toBase64url } from "../core/codec/base64url.ts";
-import { toHex, utf8 } from "../core/codec/bytes.ts";
+import { toHex } from "../core/codec/bytes.ts";
 import { constantTimeEqual } from "../core/crypto/ct.ts";
-import { sha256 } from "../core/crypto/hash.ts";
 import { verify as verifyEd25519 } from "../core/crypto/ed25519.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { parseRange } from "../platform/http/range.ts";
@@ -24,10 +23,10 @@ import {
   envelopeSigningInput,
   EnvelopeJoiner,
   parseEnvelopePart,
+  partRefusal,
 } from "./envelope.ts";
 import {
   ACCOUNT_ID,
-  BACKUP_ERRORS,
   type BackupSummary,
   BLOB_ID,
   backupUri,
@@ -70,11 +69,12 @@ export interface StagedPart {
 const backupExists = () =>
   new HandsafeError("backup.exists", "a backup with this id exists", { status: 409 });
 
-const partInvalid = (part: number, message: string) =>
-  new HandsafeError(BACKUP_ERRORS.envelopeInvalid, `part ${part}: ${message}`, {
-    status: 400,
-    details: { path: "SyncML/SyncHdr/MsgID", part },
-  });
+/** One part of an envelope as it came: read, and as signed. */
+interface SignedPart {
+  part: EnvelopePart;
+  xml: Uint8Array;
+  signature: Uint8Array;
+}
 
 // --- views -----------------------------------------------------------------------------------------
 
@@ -252,34 +252,25 @@ export class BackupService extends BackupUploads {
           throw signatureInvalid("the envelope's Source names another account than its signer");
         if (env.target !== backupUri(backupId))
           throw envelopeInvalid(`Target must be ${backupUri(backupId)}`);
-        if (part.msgId === 1 && part.final)
-          return this.listEnvelope(
-            account,
-            1,
-            async (add) => {
-              add(part, xml.length);
-              return { first: { xml, signature }, last: { xml, signature } };
-            },
-            xml.length,
-          );
+        if (part.msgId === 1 && part.final) return this.listEnvelope(account, [{ part, xml, signature }]);
 
         const staged = await store.stagedParts(this.db, backupId);
         if (staged.some((p) => p.accountId !== account.id)) throw backupExists();
-        const headerKey = toHex(sha256(utf8(envelopeHeaderKey(env))));
-        const same = staged.find((p) => p.part === part.msgId);
-        if (same !== undefined) {
+        if (staged.some((p) => p.part === part.msgId)) {
           // The same part again (a retry after a lost answer) is answered again; another is a conflict.
-          const held = await store.findStagedPart(this.db, backupId, part.msgId);
+          const held = await store.findPart(this.db, backupId, part.msgId, "staged");
           if (part.final || !held || !constantTimeEqual(held.xml, xml)) throw backupExists();
           return { id: backupId, part: part.msgId, staged: true };
         }
         if (part.msgId !== staged.length + 1)
-          throw partInvalid(
+          throw partRefusal(
             part.msgId,
+            "SyncML/SyncHdr/MsgID",
             `part ${part.msgId} before part ${staged.length + 1}: send them in order`,
           );
+        const headerKey = envelopeHeaderKey(env);
         if (staged.length > 0 && staged[0]!.headerKey !== headerKey)
-          throw partInvalid(part.msgId, "its header is not the first part's");
+          throw partRefusal(part.msgId, "SyncML/SyncHdr", "not the first part's header");
 
         if (!part.final) {
           await this.db.transaction().execute(async (trx) => {
@@ -301,42 +292,29 @@ export class BackupService extends BackupUploads {
           });
           return { id: backupId, part: part.msgId, staged: true };
         }
-        // The last part: the whole envelope from every part, each read again as it was signed, one
-        // at a time (of the others only their blobs and item ids are kept).
-        return this.listEnvelope(
-          account,
-          staged.length + 1,
-          async (add) => {
-            let first: { xml: Uint8Array; signature: Uint8Array } = { xml, signature };
-            for (const p of staged) {
-              const row = await store.findStagedPart(this.db, backupId, p.part);
-              if (!row) throw partInvalid(p.part, "a part went while the backup was being listed");
-              if (p.part === 1) first = { xml: row.xml, signature: row.signature };
-              add(parseEnvelopePart(row.xml), row.xml.length);
-            }
-            add(part, xml.length);
-            return { first, last: { xml, signature } };
-          },
-          xml.length,
-        );
+        // The last part: every staged part read again as it was signed, one at a time.
+        const db = this.db;
+        async function* all(): AsyncGenerator<SignedPart> {
+          for (const p of staged) {
+            const row = await store.findPart(db, backupId, p.part, "staged");
+            if (!row) throw partRefusal(p.part, "SyncML", "a part went while the backup was being listed");
+            yield { part: parseEnvelopePart(row.xml), xml: row.xml, signature: row.signature };
+          }
+          yield { part, xml, signature };
+        }
+        return this.listEnvelope(account, all());
       },
     );
   }
 
   /**
-   * Lists an envelope of `partCount` parts that `read` hands to `add` one at a time, in order
-   * (with each one's XML length), answering the first and last parts' bytes: joins them, checks
-   * its blobs and accounts, then one transaction. `newXmlBytes` is the XML not yet in the quota
-   * (the staged parts are already).
+   * Lists the envelope of `parts` (in order, taken one at a time: of each only its blobs and item
+   * ids are kept, and part 1's bytes for the envelope row): joins them, checks its blobs and
+   * accounts, then one transaction. Every part but the last is staged, its XML already in the quota.
    */
   private async listEnvelope(
     account: store.AccountRow,
-    partCount: number,
-    read: (add: (part: EnvelopePart, xmlBytes: number) => void) => Promise<{
-      first: { xml: Uint8Array; signature: Uint8Array };
-      last: { xml: Uint8Array; signature: Uint8Array };
-    }>,
-    newXmlBytes: number,
+    parts: Iterable<SignedPart> | AsyncIterable<SignedPart>,
   ): Promise<BackupSummary> {
     const actor = `account:${account.id}`;
     // Every blob the snapshot names, once, with what the envelope says of it.
@@ -355,10 +333,16 @@ export class BackupService extends BackupUploads {
       deleted() {},
     });
     let xmlBytes = 0;
-    const { first, last } = await read((part, bytes) => {
-      joiner.add(part);
-      xmlBytes += bytes;
-    });
+    let partCount = 0;
+    let first: SignedPart | undefined;
+    let last: SignedPart | undefined;
+    for await (const p of parts) {
+      joiner.add(p.part);
+      xmlBytes += p.xml.length;
+      partCount++;
+      first ??= p;
+      last = p;
+    }
     const joined = joiner.finish();
     const env = joined.header;
     const backupId = env.backupId;
@@ -406,23 +390,22 @@ export class BackupService extends BackupUploads {
       items: joined.items,
       bytes: xmlBytes + blobBytes,
       listedAt: this.now(),
-      xml: first.xml,
-      signature: first.signature,
+      xml: first!.xml,
+      signature: first!.signature,
     };
     await this.db.transaction().execute(async (trx) => {
       if (!(await store.insertEnvelope(trx, summary))) throw backupExists();
       if (partCount > 1) {
         // Part 1 is the envelope row's now; the others stay as listed parts, the last one added.
         if ((await store.listStagedParts(trx, backupId)) !== partCount - 2)
-          throw partInvalid(partCount, "a part went while the backup was being listed");
-        const headerKey = toHex(sha256(utf8(envelopeHeaderKey(env))));
+          throw partRefusal(partCount, "SyncML", "a part went while the backup was being listed");
         await store.insertPart(trx, {
           backupId,
           part: partCount,
           accountId: account.id,
-          headerKey,
-          xml: last.xml,
-          signature: last.signature,
+          headerKey: envelopeHeaderKey(env),
+          xml: last!.xml,
+          signature: last!.signature,
           receivedAt: summary.listedAt,
           listed: true,
         });
@@ -431,7 +414,9 @@ export class BackupService extends BackupUploads {
       // A blob deleted since the check above (its last envelope went) is missing now.
       if ((await store.addBlobRefs(trx, ids)) !== ids.length) throw blobMissing("(a referenced blob)");
       await store.insertShares(trx, backupId, sharedWith, summary.listedAt);
-      if (!(await store.takeQuota(trx, account.id, newXmlBytes, this.quota))) throw quotaExceeded(this.quota);
+      // The parts before the last took their quota when they were staged.
+      if (!(await store.takeQuota(trx, account.id, last!.xml.length, this.quota)))
+        throw quotaExceeded(this.quota);
       await this.platform.audit(
         {
           actor,
@@ -470,15 +455,16 @@ export class BackupService extends BackupUploads {
     id: string,
     part = 1,
   ): Promise<{ xml: Uint8Array; signature: Uint8Array; owner: string }> {
-    const e = await store.findEnvelope(this.db, id);
+    const e = await store.findEnvelopeSummary(this.db, id);
     const allowed =
       e !== undefined && (e.accountId === account.id || (await store.liveShare(this.db, id, account.id)));
     if (!e || !allowed)
       return this.notYours(`account:${account.id}`, "backup.backup_read", `backup:${id}`, !!e);
-    if (part === 1) return { xml: e.xml, signature: e.signature, owner: e.accountId };
-    const p = await store.findListedPart(this.db, id, part);
-    if (!p) throw notFound();
-    return { xml: p.xml, signature: p.signature, owner: e.accountId };
+    // Part 1 is the envelope row's XML; parts 2..n are rows of their own.
+    const signed =
+      part === 1 ? await store.findEnvelope(this.db, id) : await store.findPart(this.db, id, part, "listed");
+    if (!signed) throw notFound();
+    return { xml: signed.xml, signature: signed.signature, owner: e.accountId };
   }
 
   /**

@@ -4,7 +4,7 @@
  * `update … where bytes_used + n <= quota`, blob references move inside the envelope's
  * transaction, and a blob row goes when its count reaches zero — so N server nodes agree.
  */
-import type { Kysely } from "kysely";
+import { type Kysely, sql } from "kysely";
 import { toBytes } from "../platform/db/columns.ts";
 
 export interface BackupTables {
@@ -299,26 +299,19 @@ export async function stagedParts(
   return rows.map((r) => ({ part: Number(r.part), accountId: r.account_id, headerKey: r.header_key }));
 }
 
-/** One staged part, with its XML and signature. */
-export async function findStagedPart(db: Db, backupId: string, part: number): Promise<PartRow | undefined> {
+/** Part `part` of a backup, staged (waiting for the last part) or listed (parts 2..n of a listed backup). */
+export async function findPart(
+  db: Db,
+  backupId: string,
+  part: number,
+  state: "staged" | "listed",
+): Promise<PartRow | undefined> {
   const r = await db
     .selectFrom("backup_envelope_parts")
     .selectAll()
     .where("backup_id", "=", backupId)
     .where("part", "=", part)
-    .where("listed", "=", 0)
-    .executeTakeFirst();
-  return r ? toPart(r) : undefined;
-}
-
-/** A listed envelope's part n ≥ 2. */
-export async function findListedPart(db: Db, backupId: string, part: number): Promise<PartRow | undefined> {
-  const r = await db
-    .selectFrom("backup_envelope_parts")
-    .selectAll()
-    .where("backup_id", "=", backupId)
-    .where("part", "=", part)
-    .where("listed", "=", 1)
+    .where("listed", "=", state === "listed" ? 1 : 0)
     .executeTakeFirst();
   return r ? toPart(r) : undefined;
 }
@@ -371,9 +364,10 @@ export async function staleParts(
   before: number,
   limit: number,
 ): Promise<Array<{ backupId: string; part: number; accountId: string; bytes: number }>> {
+  // The XML's length, not the XML: a batch of parts could be 100 × 16 MiB.
   const rows = await db
     .selectFrom("backup_envelope_parts")
-    .select(["backup_id", "part", "account_id", "xml"])
+    .select(["backup_id", "part", "account_id", sql<number>`length(xml)`.as("bytes")])
     .where("listed", "=", 0)
     .where("received_at", "<", before)
     .limit(limit)
@@ -382,7 +376,7 @@ export async function staleParts(
     backupId: r.backup_id,
     part: Number(r.part),
     accountId: r.account_id,
-    bytes: toBytes(r.xml).length,
+    bytes: Number(r.bytes),
   }));
 }
 

@@ -5,6 +5,7 @@
 import type { StreamingHttpTransport } from "../handset/http-client.ts";
 import type { UnlockedIdentity } from "../handset/identity-module.ts";
 import type { SignedBackupHttp } from "./client-http.ts";
+import type { EnvelopePartLimits } from "./envelope.ts";
 import type { BackupEnvelope, BackupSummary, SharedSummary } from "./protocol.ts";
 
 export type { BackupSummary, SharedSummary };
@@ -52,8 +53,6 @@ export interface RestoreResult {
   items: Array<{ id: string; path: string; size: number }>;
 }
 
-import type { EnvelopePartLimits } from "./envelope.ts";
-
 export interface BackupClientOptions {
   /** e.g. the test server's URL; a path prefix is allowed. */
   baseUrl: string;
@@ -89,10 +88,7 @@ export interface ClientContext {
   readonly envelopePartLimits: EnvelopePartLimits;
   /** A user named by handle or by account id, checked against the directory's key. */
   resolve(who: string): Promise<DirectoryEntry>;
-  fetchEnvelope(
-    backupId: string,
-    ownerKey?: Uint8Array,
-  ): Promise<{ xml: Uint8Array; envelope: BackupEnvelope }>;
+  fetchEnvelope(backupId: string, ownerKey?: Uint8Array): Promise<{ envelope: BackupEnvelope }>;
   publish(envelope: BackupEnvelope): Promise<void>;
   list(): Promise<BackupSummary[]>;
 }

@@ -188,15 +188,11 @@ export class BackupClient {
    * Fetches an envelope — every part of it, for an envelope in parts (§4 Parts) — checks each
    * part's signature against `ownerKey` (or our own), parses and joins them. Another account's
    * envelope without `ownerKey` is backup.owner_required: whose key to trust is the caller's
-   * choice, never the server's. `xml` is the first part's.
+   * choice, never the server's.
    */
-  async fetchEnvelope(
-    backupId: string,
-    ownerKey?: Uint8Array,
-  ): Promise<{ xml: Uint8Array; envelope: BackupEnvelope }> {
+  async fetchEnvelope(backupId: string, ownerKey?: Uint8Array): Promise<{ envelope: BackupEnvelope }> {
     const key = ownerKey ?? this.#id.accountPublicKey;
     const parts: EnvelopePart[] = [];
-    let first: Uint8Array | undefined;
     do {
       const n = parts.length + 1;
       const res = await this.#http.send("GET", backupUri(backupId) + (n === 1 ? "" : `?part=${n}`), {
@@ -239,10 +235,9 @@ export class BackupClient {
           422,
           { backupId, ...(n === 1 ? {} : { part: n }) },
         );
-      first ??= res.body;
       parts.push(part);
     } while (!parts.at(-1)!.final && parts.length < MAX_ENVELOPE_PARTS);
-    return { xml: first, envelope: combineEnvelopeParts(parts) };
+    return { envelope: combineEnvelopeParts(parts) };
   }
 
   /**

@@ -565,6 +565,13 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
       }
       const put = (owner: TestAccount, env: BackupEnvelope, xml: Uint8Array) =>
         owner.putEnvelope(env, { xml });
+      /** [status, code, details.part, details.path] of a refused part. */
+      const refusal = (res: Awaited<ReturnType<typeof put>>) => {
+        const details = res.json<{ error: { details?: { part?: number; path?: string } } }>().error.details;
+        return [res.status, res.code, details?.part, details?.path];
+      };
+      const stagedRows = async (backupId: string) =>
+        t.db.selectFrom("backup_envelope_parts").select("part").where("backup_id", "=", backupId).execute();
 
       it("parts before the last wait (202) unlisted; the last lists it all (201); GET ?part=n serves each, signed", async () => {
         const before = await usedBytes(alice);
@@ -580,12 +587,12 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
         }>();
         expect(listedIds.backups.map((b) => b.id)).not.toContain(env.backupId);
         // Out of order: part 3 before part 2.
-        const early = await put(alice, env, parts[2]!);
-        expect([
-          early.status,
-          early.code,
-          early.json<{ error: { details: { part: number } } }>().error.details.part,
-        ]).toEqual([400, "backup.envelope_invalid", 3]);
+        expect(refusal(await put(alice, env, parts[2]!))).toEqual([
+          400,
+          "backup.envelope_invalid",
+          3,
+          "SyncML/SyncHdr/MsgID",
+        ]);
         for (let i = 1; i < parts.length - 1; i++)
           expect((await put(alice, env, parts[i]!)).status).toBe(202);
         const last = await put(alice, env, parts.at(-1)!);
@@ -616,26 +623,21 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
 
         expect((await alice.send("DELETE", backupUri(env.backupId))).status).toBe(204);
         expect((await alice.send("GET", `${backupUri(env.backupId)}?part=2`)).status).toBe(404);
-        const rows = await t.db
-          .selectFrom("backup_envelope_parts")
-          .select("part")
-          .where("backup_id", "=", env.backupId)
-          .execute();
-        expect(rows).toEqual([]);
+        expect(await stagedRows(env.backupId)).toEqual([]);
         expect(await usedBytes(alice)).toBe(before);
       });
 
-      it("a part with another header, or one the final part cannot join, lists nothing", async () => {
+      it("a part with another header, another part under a staged one, a forged part: refused, nothing listed", async () => {
         const { env, parts } = await partedEnvelope(bob);
         expect((await put(bob, env, parts[0]!)).status).toBe(202);
         // Part 2 of the same id but another Created: another header.
         const other = encodeEnvelopeParts({ ...env, createdAt: env.createdAt + 1 }, LIMITS);
-        const mixed = await put(bob, env, other[1]!);
-        expect([
-          mixed.status,
-          mixed.code,
-          mixed.json<{ error: { details: { part: number } } }>().error.details.part,
-        ]).toEqual([400, "backup.envelope_invalid", 2]);
+        expect(refusal(await put(bob, env, other[1]!))).toEqual([
+          400,
+          "backup.envelope_invalid",
+          2,
+          "SyncML/SyncHdr",
+        ]);
         // Another part 1 under a staged one: a conflict.
         expect((await put(bob, env, other[0]!)).status).toBe(409);
         // A part signed by someone else's key under this id.
@@ -648,6 +650,21 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
         expect(list.backups.map((b) => b.id)).not.toContain(env.backupId);
       });
 
+      it("a last part the staged ones cannot join (an item listed in two parts): refused, nothing listed, nothing taken", async () => {
+        const { env } = await partedEnvelope(bob);
+        // Each part is valid alone; joined, the first item is listed twice.
+        const twice = { ...env, items: [...env.items, env.items[0]!] };
+        const parts = encodeEnvelopeParts(twice, LIMITS);
+        for (const xml of parts.slice(0, -1)) expect((await put(bob, twice, xml)).status).toBe(202);
+        const used = await usedBytes(bob);
+        const res = await put(bob, twice, parts.at(-1)!);
+        expect(refusal(res).slice(0, 3)).toEqual([400, "backup.envelope_invalid", parts.length]);
+        expect((await bob.send("GET", backupUri(env.backupId))).status).toBe(404);
+        expect(await usedBytes(bob)).toBe(used);
+        // The staged parts stay staged (for the sweep); none was listed.
+        expect((await stagedRows(env.backupId)).length).toBe(parts.length - 1);
+      });
+
       it("a session never finished is swept after 7 days, its XML given back to the quota", async () => {
         const before = await usedBytes(bob);
         const { env, parts } = await partedEnvelope(bob);
@@ -655,20 +672,34 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
         expect((await put(bob, env, parts[1]!)).status).toBe(202);
         const blob = agePayloadSize(SMALL_BLOB_PLAINTEXT);
         expect(await usedBytes(bob)).toBe(before + blob + parts[0]!.length + parts[1]!.length);
+        // What the sweep will give back besides: every staged part and unlisted blob of bob's so far.
+        const stagedXml = await t.db
+          .selectFrom("backup_envelope_parts")
+          .select("xml")
+          .where("account_id", "=", bob.id)
+          .where("listed", "=", 0)
+          .execute();
+        const unlisted = await t.db
+          .selectFrom("backup_blobs")
+          .select("size")
+          .where("account_id", "=", bob.id)
+          .where("refs", "=", 0)
+          .execute();
+        const freed =
+          stagedXml.reduce((n, r) => n + new Uint8Array(r.xml).length, 0) +
+          unlisted.reduce((n, r) => n + Number(r.size), 0);
+        const staged = await usedBytes(bob);
         t.clock.advance(UPLOAD_TTL_MS + 1000);
         try {
-          expect(await t.server.backup.sweepStaleUploads()).toBeGreaterThanOrEqual(2);
+          // The count is the whole server's (other accounts' leftovers too); bob's effect is exact below.
+          expect(await t.server.backup.sweepStaleUploads()).toBeGreaterThanOrEqual(
+            stagedXml.length + unlisted.length,
+          );
         } finally {
           t.clock.advance(-(UPLOAD_TTL_MS + 1000));
         }
-        // The staged XML is given back (and the blobs no envelope listed go too).
-        expect(await usedBytes(bob)).toBeLessThanOrEqual(before);
-        const rows = await t.db
-          .selectFrom("backup_envelope_parts")
-          .select("part")
-          .where("backup_id", "=", env.backupId)
-          .execute();
-        expect(rows).toEqual([]);
+        expect(await usedBytes(bob)).toBe(staged - freed);
+        expect(await stagedRows(env.backupId)).toEqual([]);
         const late = await put(bob, env, parts[2]!);
         expect([late.status, late.code]).toEqual([400, "backup.envelope_invalid"]);
       });

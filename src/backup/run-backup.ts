@@ -9,7 +9,7 @@ import { concatBytes } from "../core/codec/bytes.ts";
 import { backupError } from "./client-http.ts";
 import type { BackupResult, ClientContext, ProgressListener } from "./client-types.ts";
 import type { DataStores, StoredItem } from "./data-store-types.ts";
-import { countEnvelopeParts, DEFAULT_PART_LIMITS, type EnvelopePartLimits } from "./envelope.ts";
+import { countEnvelopeParts } from "./envelope.ts";
 import {
   collectBytes,
   type ItemMetadata,
@@ -194,7 +194,8 @@ export async function runBackup(ctx: ClientContext, input: BackupInput): Promise
   };
   // Past what the parts of one envelope can hold the PUTs would fail after every blob went up (and
   // those blobs would hold quota until deleted): refuse first — nothing uploaded.
-  checkEnvelopeFits(envelope, ctx.envelopePartLimits);
+  // The draft (blob stand-ins of the final length) cuts into parts as publish will cut it.
+  countEnvelopeParts(envelope, ctx.envelopePartLimits);
   for (const p of pending) {
     const onSent = (n: number) => {
       bytesUploaded += n;
@@ -293,16 +294,4 @@ async function sealPass(
     return { digest, inline: keep ? concatBytes(...parts) : await collectBytes(sealed.payload()) };
   }
   return { digest };
-}
-
-/**
- * The draft envelope (blob stand-ins of the final length) split as publish will split it (§4
- * Parts): how many parts it takes, or backup.envelope_too_large (413) when it does not fit in
- * MAX_ENVELOPE_PARTS of them — before anything is uploaded.
- */
-export function checkEnvelopeFits(
-  envelope: BackupEnvelope,
-  limits: EnvelopePartLimits = DEFAULT_PART_LIMITS,
-): number {
-  return countEnvelopeParts(envelope, limits);
 }

@@ -5,6 +5,7 @@
  * left holding quota for PUTs that cannot succeed.
  */
 import { describe, expect, it } from "vitest";
+import { countEnvelopeParts } from "../../src/backup/envelope.ts";
 import {
   type BackupEnvelope,
   backupUri,
@@ -12,7 +13,6 @@ import {
   type EnvelopeItem,
   MAX_ENVELOPE_PARTS,
 } from "../../src/backup/protocol.ts";
-import { checkEnvelopeFits } from "../../src/backup/run-backup.ts";
 import { isHandsafeError } from "../../src/core/errors.ts";
 
 const BACKUP = `bk_${"B".repeat(22)}`;
@@ -57,24 +57,24 @@ const code = (f: () => void) => {
 describe("an envelope past one message goes in parts; past its parts it is refused before anything is uploaded", () => {
   it("fits in one: 1 000 inline records", () => {
     const items = Array.from({ length: 1000 }, (_, i) => item(i, { inline: bytes(332) }, 300));
-    expect(checkEnvelopeFits(envelope(items))).toBe(1);
+    expect(countEnvelopeParts(envelope(items))).toBe(1);
   });
 
   it("over 16 MiB (200 full inline items): two parts", () => {
     const items = Array.from({ length: 200 }, (_, i) => item(i, { inline: bytes(65_568) }, 65_536));
-    expect(checkEnvelopeFits(envelope(items))).toBe(2);
+    expect(countEnvelopeParts(envelope(items))).toBe(2);
   });
 
   it("under 16 MiB but over 200 000 elements (17 000 blob items): two parts", () => {
     const blob = { uri: blobUri(`bl_${"A".repeat(22)}`), size: 1_048_848, sha256: bytes(32) };
     const items = Array.from({ length: 17_000 }, (_, i) => item(i, { blob }, 1_048_576));
-    expect(checkEnvelopeFits(envelope(items))).toBe(2);
+    expect(countEnvelopeParts(envelope(items))).toBe(2);
   });
 
   it(`more than ${MAX_ENVELOPE_PARTS} parts: backup.envelope_too_large 413`, () => {
     const items = Array.from({ length: 3000 }, (_, i) => item(i, { inline: bytes(332) }, 300));
     const limits = { maxBytes: 32 * 1024, maxElements: 200_000 };
-    expect(code(() => checkEnvelopeFits(envelope(items), limits))).toMatchObject({
+    expect(code(() => countEnvelopeParts(envelope(items), limits))).toMatchObject({
       code: "backup.envelope_too_large",
       status: 413,
       details: { items: 3000, limit: 32 * 1024, maxParts: MAX_ENVELOPE_PARTS },

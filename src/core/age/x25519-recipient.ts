@@ -66,7 +66,10 @@ export class X25519Identity implements AgeIdentity {
   #times: ((u: Uint8Array) => Uint8Array) | undefined;
   readonly publicKey: Uint8Array;
 
-  /** From an `AGE-SECRET-KEY-1…` string or a 32-byte scalar (not copied: wipe() or the caller zeroes it). */
+  /**
+   * From an `AGE-SECRET-KEY-1…` string or a 32-byte scalar. The scalar is imported, not kept:
+   * the caller zeroes its own bytes, and wipe() drops the import.
+   */
   constructor(identity: string | Uint8Array) {
     const scalar = typeof identity === "string" ? parseIdentity(identity) : identity;
     const pair = x25519KeyPair(scalar);

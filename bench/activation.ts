@@ -3,32 +3,20 @@
  * two CPace halves, audit, sealed storage), against the ceiling of bare HTTPS round trips to the
  * same server with the same client and concurrency, divided by three.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { activate, login, type Session } from "../src/activation/handset.ts";
 import { Handset } from "../src/handset/handset.ts";
 import { MemoryKeystore } from "../src/handset/keystore.ts";
 import { createNodeHttpClient } from "../src/handset/node-transport.ts";
-import { loadConfig } from "../src/platform/config.ts";
-import { startServer } from "../src/platform/server.ts";
-import type { BenchResult } from "./types.ts";
+import { startBenchServer } from "./server.ts";
 import { forDuration } from "./timing.ts";
+import type { BenchResult } from "./types.ts";
 
 const CONCURRENCY = 8;
 const MEASURE_MS = 3000;
 
 export async function benchActivation(): Promise<BenchResult[]> {
-  const dataDir = mkdtempSync(join(tmpdir(), "handsafe-bench-"));
-  const server = await startServer({
-    config: loadConfig({
-      HANDSAFE_DATA_DIR: dataDir,
-      HANDSAFE_PORT: "0",
-      HANDSAFE_LOG_LEVEL: "silent",
-      HANDSAFE_RATE_LIMIT: "0",
-      HANDSAFE_EXCHANGE_RATE_LIMIT: "0",
-    }),
-  });
+  const bench = await startBenchServer("activation", { HANDSAFE_EXCHANGE_RATE_LIMIT: "0" });
+  const { server } = bench;
   const clients: Array<{ close(): void }> = [];
   try {
     const admin = createNodeHttpClient({ baseUrl: server.url, pin: server.pin });
@@ -83,7 +71,6 @@ export async function benchActivation(): Promise<BenchResult[]> {
     ];
   } finally {
     for (const c of clients) c.close();
-    await server.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await bench.close();
   }
 }

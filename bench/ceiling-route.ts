@@ -4,15 +4,12 @@
  * own caller check (a sender's or a manager's API key), so the route pays exactly what the real
  * routes pay to learn who calls, then stores the body as one row.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { FastifyRequest } from "fastify";
 import { type Kysely, sql } from "kysely";
 import { randomToken } from "../src/core/crypto/random.ts";
-import { loadConfig } from "../src/platform/config.ts";
 import { prepareQuery } from "../src/platform/db/compiled.ts";
-import { type RunningServer, type StartOptions, startServer } from "../src/platform/server.ts";
+import type { RunningServer, StartOptions } from "../src/platform/server.ts";
+import { type BenchServer, startBenchServer } from "./server.ts";
 
 export const CEILING_PATH = "/bench/ceiling";
 
@@ -48,34 +45,18 @@ export function ceilingRoute(
   };
 }
 
-/**
- * A bench server in a temporary data folder (silent, no per-address rate limit, `env` on top) with
- * the ceiling route, whose `authenticate` asks the running server's own capability. `close()`
- * stops it and removes the folder.
- */
+/** A bench server (server.ts) with the ceiling route, whose `authenticate` asks the running server's own capability. */
 export async function startCeilingServer(
   name: string,
   env: Record<string, string>,
   authenticate: (server: RunningServer, request: FastifyRequest) => Promise<{ id: string }>,
-): Promise<{ server: RunningServer; close(): Promise<void> }> {
-  const dataDir = mkdtempSync(join(tmpdir(), `handsafe-bench-${name}-`));
+): Promise<BenchServer> {
   let running: RunningServer | undefined;
-  const server = await startServer({
-    config: loadConfig({
-      HANDSAFE_DATA_DIR: dataDir,
-      HANDSAFE_PORT: "0",
-      HANDSAFE_LOG_LEVEL: "silent",
-      HANDSAFE_RATE_LIMIT: "0",
-      ...env,
-    }),
-    extend: ceilingRoute((request) => authenticate(running!, request)),
-  });
-  running = server;
-  return {
-    server,
-    async close() {
-      await server.close();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
+  const bench = await startBenchServer(
+    name,
+    env,
+    ceilingRoute((request) => authenticate(running!, request)),
+  );
+  running = bench.server;
+  return bench;
 }

@@ -17,10 +17,8 @@
  *   change. The real path also reads and runs several statements per commit, so this bounds it.
  */
 import { readFileSync, writeFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
 import * as https from "node:https";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -38,12 +36,12 @@ import {
   sealDynamicKeyNotification,
 } from "../src/management/protocol.ts";
 import { createFilesystemBlobStore } from "../src/platform/blobs/filesystem.ts";
-import { loadConfig } from "../src/platform/config.ts";
 import { listTexts, type SmsTables } from "../src/platform/notify/sms/store.ts";
-import { type RunningServer, startServer } from "../src/platform/server.ts";
+import type { RunningServer } from "../src/platform/server.ts";
 import { downloadTarget, type PartialStore } from "../src/updates/download.ts";
 import type { UpdatePackage } from "../src/updates/packages.ts";
-import { type TufTargetInfo, TufClient } from "../src/updates/tuf/index.ts";
+import { TufClient, type TufTargetInfo } from "../src/updates/tuf/index.ts";
+import { startBenchServer } from "./server.ts";
 import { bestOfRounds, mbPerSecond, timedAsync } from "./timing.ts";
 import type { BenchResult } from "./types.ts";
 
@@ -350,23 +348,13 @@ async function benchFanout(server: RunningServer, fleet: Fleet): Promise<BenchRe
 }
 
 export async function benchUpdateServer(): Promise<BenchResult[]> {
-  const dataDir = await mkdtemp(join(tmpdir(), "handsafe-bench-updates-"));
-  let server: RunningServer | undefined;
+  const { server, dataDir, close } = await startBenchServer("updates");
   try {
-    server = await startServer({
-      config: loadConfig({
-        HANDSAFE_DATA_DIR: dataDir,
-        HANDSAFE_PORT: "0",
-        HANDSAFE_LOG_LEVEL: "silent",
-        HANDSAFE_RATE_LIMIT: "0",
-      }),
-    });
     const fleet = await provisionFleet(server, dataDir);
     const downloads = await benchDownloads(server, dataDir, fleet);
     const fanout = await benchFanout(server, fleet);
     return [...downloads, ...fanout];
   } finally {
-    await server?.close();
-    await rm(dataDir, { recursive: true, force: true });
+    await close();
   }
 }

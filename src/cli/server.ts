@@ -1,4 +1,5 @@
 /** `handsafe server`: start, print where it is and how to trust it, stop cleanly on a signal. */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfig } from "../platform/config.ts";
 import { ADMIN_TOKEN_FILE, startServer } from "../platform/server.ts";
@@ -15,6 +16,7 @@ export async function runServer(): Promise<void> {
     `  database     ${db}`,
     `  data         ${config.dataDir}`,
     `  admin token  ${join(config.dataDir, ADMIN_TOKEN_FILE)}${server.adminToken ? "  (created now)" : ""}`,
+    `  console      ${server.url}/console   virtual handset ${server.url}/handset${existsSync(join(config.consoleDir, "console.html")) ? "" : "   (not built: npm run build:console)"}`,
     `  API docs     ${server.url}/docs   metrics ${server.url}/metrics`,
     "",
     "Try it: in another terminal run `npx handsafe demo --url " + server.url + "`",

@@ -340,10 +340,13 @@ export async function verifyAuditChain(database: Database): Promise<AuditVerific
   return { ok: true, count: headSeq };
 }
 
-/** A page of the log in seq order, for the admin API. */
+/**
+ * A page of the log in seq order, for the admin API: the first `limit` records after `afterSeq`,
+ * or with `latest` the last `limit` records (after `afterSeq`) — what a console shows first.
+ */
 export async function listAudit(
   database: Database,
-  page: { afterSeq?: number; limit: number },
+  page: { afterSeq?: number; limit: number; latest?: boolean },
 ): Promise<AuditRecord[]> {
   const afterSeq = page.afterSeq ?? 0;
   if (!Number.isSafeInteger(afterSeq) || afterSeq < 0)
@@ -354,9 +357,10 @@ export async function listAudit(
     .selectFrom("audit_log")
     .selectAll()
     .where("seq", ">", afterSeq)
-    .orderBy("seq")
+    .orderBy("seq", page.latest ? "desc" : "asc")
     .limit(page.limit)
     .execute();
+  if (page.latest) rows.reverse();
   return rows.map((row) => ({
     seq: Number(row.seq),
     at: Number(row.at),

@@ -127,6 +127,8 @@ export interface Config {
   readonly sms: SmsConfig;
   /** Where blobs (update images, backups) are kept: HANDSAFE_BLOB_DIR, default <dataDir>/blobs. */
   readonly blobDir: string;
+  /** The built web console (`npm run build:console`): HANDSAFE_CONSOLE_DIR, default dist/console. */
+  readonly consoleDir: string;
   /** HANDSAFE_BLOB_STORE: the filesystem (blobDir) or an S3-compatible bucket (`s3`). */
   readonly blobStore: BlobStoreKind;
   /** The bucket when blobStore is "s3", else null. */
@@ -234,6 +236,9 @@ export function loadConfig(env: Env = process.env): Config {
 
   const sms = loadSmsConfig(env);
   const blobDir = resolve(get("HANDSAFE_BLOB_DIR") ?? resolve(dataDir, "blobs"));
+  const consoleDir = resolve(
+    get("HANDSAFE_CONSOLE_DIR") ?? resolve(import.meta.dirname, "../../dist/console"),
+  );
   const blobStore = readEnum(get, "HANDSAFE_BLOB_STORE", BLOB_STORES, "filesystem", (v) => v.toLowerCase());
   const s3 = blobStore === "s3" ? readS3Config(get) : null;
   const appUrlRaw = get("HANDSAFE_MESSAGING_APP_URL");
@@ -258,6 +263,7 @@ export function loadConfig(env: Env = process.env): Config {
     backup,
     sms,
     blobDir,
+    consoleDir,
     blobStore,
     s3,
     dataDir,

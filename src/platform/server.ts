@@ -31,6 +31,7 @@ import { createBlobStore } from "./blobs/index.ts";
 import { createPlatform } from "./compose.ts";
 import { type Config, defaultPublicUrl, loadConfig } from "./config.ts";
 import type { Platform } from "./context.ts";
+import { registerConsole } from "./http/console.ts";
 import { openDatabase } from "./db/database.ts";
 import { combineMigrations, migrateToLatest } from "./db/migrate.ts";
 import { platformMigrations } from "./db/migrations/index.ts";
@@ -167,6 +168,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   });
   const backup = registerBackupRoutes(app, platform, { blobs, quotaBytes: config.backup.quotaBytes });
   const trustzone = registerTrustzoneRoutes(app, platform);
+  registerConsole(app, config.consoleDir);
   // The gateway has one inbound handler: each capability's in turn, until one takes the text.
   const inboundHandlers: Array<(text: InboundSms) => Promise<boolean>> = [
     (text) => messaging.registrations.handleInboundSms(text),

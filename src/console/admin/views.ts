@@ -1,0 +1,387 @@
+/**
+ * The console's views: each renders into its element from the admin API and nothing else. A view
+ * with `refreshMs` is rendered again on that period while it is on screen (campaign progress).
+ */
+import type { HttpClient } from "../../handset/http-client.ts";
+import { errorLine, formValues, h, progress, show, table, when } from "../shared/dom.ts";
+
+export interface View {
+  name: string;
+  title: string;
+  refreshMs?: number;
+  render(into: HTMLElement, api: HttpClient): Promise<void>;
+}
+
+const card = (title: string, ...children: Array<Node | string | null>) =>
+  h("section", { class: "card" }, h("h2", {}, title), ...children);
+
+// --- overview ------------------------------------------------------------------------------------
+
+const overview: View = {
+  name: "overview",
+  title: "Overview",
+  refreshMs: 5000,
+  async render(into, api) {
+    const [ready, devices, campaigns, senders] = await Promise.all([
+      api.get("/readyz").then(
+        () => "ready",
+        (e: unknown) => `not ready (${(e as Error).message})`,
+      ),
+      api.get<{ devices: unknown[] }>("/v1/admin/devices?limit=1000"),
+      api.get<{ campaigns: Campaign[] }>("/v1/admin/campaigns"),
+      api.get<{ senders: unknown[] }>("/v1/admin/senders"),
+    ]);
+    const running = campaigns.body.campaigns.filter((c) => !CLOSED.has(c.state));
+    show(
+      into,
+      card(
+        "Server",
+        h("p", { class: ready === "ready" ? "ok" : "error", "data-testid": "readiness" }, ready),
+        table<[string, string | number]>(
+          [
+            ["", ([k]) => k],
+            ["", ([, v]) => v],
+          ],
+          [
+            [
+              "Devices in the registry",
+              devices.body.devices.length >= 1000 ? "1000+" : devices.body.devices.length,
+            ],
+            ["Update campaigns running", running.length],
+            ["Messaging senders", senders.body.senders.length],
+          ],
+        ),
+      ),
+      running.length > 0 ? campaignCards(running) : null,
+    );
+  },
+};
+
+// --- devices -------------------------------------------------------------------------------------
+
+interface Device {
+  id: string;
+  model: string;
+  firmwareVersion: string;
+  msisdn: string | null;
+  owner: string | null;
+  keySource: string;
+  batchId: string;
+  createdAt: number;
+}
+
+const devices: View = {
+  name: "devices",
+  title: "Devices",
+  async render(into, api) {
+    const { devices } = (await api.get<{ devices: Device[] }>("/v1/admin/devices?limit=1000")).body;
+    show(
+      into,
+      card(
+        `Devices (${devices.length})`,
+        table<Device>(
+          [
+            ["Device", (d) => h("code", {}, d.id)],
+            ["Model", (d) => d.model],
+            ["Firmware", (d) => d.firmwareVersion],
+            ["Number", (d) => d.msisdn ?? "—"],
+            ["Static key", (d) => d.keySource],
+            ["Batch", (d) => h("code", {}, d.batchId)],
+            ["Registered", (d) => when(d.createdAt)],
+          ],
+          devices,
+          "No device is registered yet (handsafe admin device-batch … provisions them).",
+        ),
+      ),
+    );
+  },
+};
+
+// --- campaigns -----------------------------------------------------------------------------------
+
+interface Campaign {
+  id: string;
+  name: string;
+  state: string;
+  currentStage: number;
+  currentPercent: number;
+  stages: number[];
+  pauseReason: Record<string, unknown> | null;
+  progress: { total: number; byState: Record<string, number>; percentDone: number };
+}
+
+const CLOSED = new Set(["completed", "aborted"]);
+
+function campaignCards(campaigns: Campaign[]): HTMLElement {
+  return card(
+    "Update campaigns",
+    table<Campaign>(
+      [
+        ["Campaign", (c) => h("span", {}, c.name, h("br"), h("code", { class: "muted" }, c.id))],
+        ["State", (c) => h("span", { "data-testid": `campaign-state-${c.id}` }, c.state)],
+        ["Stage", (c) => `${c.currentStage + 1} of ${c.stages.length} (${c.currentPercent}% of the fleet)`],
+        [
+          "Progress",
+          (c) =>
+            h(
+              "div",
+              { "data-testid": `campaign-progress-${c.id}` },
+              progress(
+                c.progress.percentDone,
+                100,
+                `${c.progress.percentDone}% of ${c.progress.total} devices done`,
+              ),
+              h(
+                "div",
+                { class: "chips" },
+                ...Object.entries(c.progress.byState)
+                  .filter(([, n]) => n > 0)
+                  .map(([s, n]) => h("span", { class: "chip" }, `${s} ${n}`)),
+              ),
+              c.pauseReason ? h("p", { class: "error" }, `paused: ${JSON.stringify(c.pauseReason)}`) : null,
+            ),
+        ],
+      ],
+      campaigns,
+      "No campaign yet (handsafe admin campaign-create …).",
+    ),
+  );
+}
+
+const campaigns: View = {
+  name: "campaigns",
+  title: "Campaigns",
+  refreshMs: 2000,
+  async render(into, api) {
+    const { campaigns } = (await api.get<{ campaigns: Campaign[] }>("/v1/admin/campaigns")).body;
+    show(into, campaignCards(campaigns));
+  },
+};
+
+// --- messaging senders ---------------------------------------------------------------------------
+
+interface Sender {
+  id: string;
+  name: string;
+  webhookUrl: string | null;
+  createdAt: number;
+  disabledAt: number | null;
+}
+
+const senders: View = {
+  name: "senders",
+  title: "Senders",
+  async render(into, api) {
+    const list = (await api.get<{ senders: Sender[] }>("/v1/admin/senders")).body.senders;
+    const created = h("div");
+    const form = h(
+      "form",
+      {
+        onsubmit: async (event: Event) => {
+          event.preventDefault();
+          const { name, webhookUrl } = formValues(form);
+          try {
+            const { body } = await api.post<Sender & { apiKey: string; webhookSecret: string }>(
+              "/v1/admin/senders",
+              { name, ...(webhookUrl ? { webhookUrl } : {}) },
+            );
+            await senders.render(into, api);
+            // After the re-render: the key is shown once, here, and never again.
+            into.prepend(
+              card(
+                `Sender ${body.name} created`,
+                h("p", {}, "Give the sender its API key now: the server keeps only a hash of it."),
+                h("p", { class: "secret mono", "data-testid": "api-key" }, body.apiKey),
+                h("p", { class: "muted" }, "Webhook signing secret: "),
+                h("p", { class: "secret mono" }, body.webhookSecret),
+              ),
+            );
+          } catch (e) {
+            show(created, errorLine(e));
+          }
+        },
+      },
+      h("label", {}, "Name", h("input", { name: "name", required: true, maxlength: 100 })),
+      h("label", {}, "Reply webhook (optional)", h("input", { name: "webhookUrl", type: "url", size: 36 })),
+      h("button", { type: "submit" }, "Create sender"),
+    );
+    show(
+      into,
+      card("New sender", form, created),
+      card(
+        "Senders",
+        table<Sender>(
+          [
+            ["Name", (s) => s.name],
+            ["Sender", (s) => h("code", {}, s.id)],
+            ["Webhook", (s) => s.webhookUrl ?? "—"],
+            ["Created", (s) => when(s.createdAt)],
+            [
+              "",
+              (s) =>
+                s.disabledAt !== null
+                  ? h("span", { class: "muted" }, `disabled ${when(s.disabledAt)}`)
+                  : h(
+                      "button",
+                      {
+                        class: "secondary",
+                        onclick: async () => {
+                          if (!window.confirm(`Disable ${s.name}? Its API key stops working at once.`))
+                            return;
+                          await api.delete(`/v1/admin/senders/${encodeURIComponent(s.id)}`);
+                          await senders.render(into, api);
+                        },
+                      },
+                      "Disable",
+                    ),
+            ],
+          ],
+          list,
+        ),
+      ),
+    );
+  },
+};
+
+// --- the built-in SMS centre ---------------------------------------------------------------------
+
+interface Text {
+  id: string;
+  from: string;
+  to: string;
+  text: string;
+  at: number;
+}
+
+const outbox: View = {
+  name: "outbox",
+  title: "SMS outbox",
+  async render(into, api) {
+    const list = h("div");
+    const form = h(
+      "form",
+      {
+        onsubmit: async (event: Event) => {
+          event.preventDefault();
+          const { to } = formValues(form);
+          try {
+            const { texts } = (
+              await api.get<{ texts: Text[] }>(`/v1/sms/outbox?to=${encodeURIComponent(to ?? "")}&limit=100`)
+            ).body;
+            show(
+              list,
+              table<Text>(
+                [
+                  ["At", (t) => when(t.at)],
+                  ["From", (t) => t.from],
+                  ["Text", (t) => h("span", { class: "mono" }, t.text)],
+                ],
+                texts,
+                "No text to that number.",
+              ),
+            );
+          } catch (e) {
+            show(list, errorLine(e));
+          }
+        },
+      },
+      h(
+        "label",
+        {},
+        "Number",
+        h("input", { name: "to", type: "tel", required: true, placeholder: "+447911123456" }),
+      ),
+      h("button", { type: "submit" }, "Show texts"),
+    );
+    show(
+      into,
+      card(
+        "Texts held by the built-in SMS centre",
+        h(
+          "p",
+          { class: "muted" },
+          "With HANDSAFE_SMS_GATEWAY=outbox, texts are kept here instead of being sent.",
+        ),
+        form,
+        list,
+      ),
+    );
+  },
+};
+
+// --- audit ---------------------------------------------------------------------------------------
+
+interface AuditRecord {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  subject: string | null;
+  outcome: string;
+  details: Record<string, unknown>;
+}
+
+const audit: View = {
+  name: "audit",
+  title: "Audit",
+  async render(into, api) {
+    const { records } = (await api.get<{ records: AuditRecord[] }>("/v1/admin/audit?latest=true&limit=100"))
+      .body;
+    const verdict = h("span", { "data-testid": "audit-verdict" });
+    const verify = h(
+      "button",
+      {
+        class: "secondary",
+        onclick: async () => {
+          show(verdict, "checking…");
+          try {
+            const { body } = await api.get<{
+              ok: boolean;
+              count?: number;
+              brokenAt?: number;
+              reason?: string;
+            }>("/v1/admin/audit/verify");
+            show(
+              verdict,
+              body.ok
+                ? h("span", { class: "ok" }, `chain intact: ${body.count} records`)
+                : h("span", { class: "error" }, `chain broken at ${body.brokenAt}: ${body.reason}`),
+            );
+          } catch (e) {
+            show(verdict, errorLine(e));
+          }
+        },
+      },
+      "Verify the hash chain",
+    );
+    show(
+      into,
+      card(
+        "Audit log (newest first)",
+        h("p", {}, verify, " ", verdict),
+        table<AuditRecord>(
+          [
+            ["#", (r) => r.seq],
+            ["At", (r) => h("span", { class: "nowrap" }, when(r.at))],
+            ["Actor", (r) => h("code", {}, r.actor)],
+            ["Action", (r) => r.action],
+            ["Subject", (r) => (r.subject ? h("code", {}, r.subject) : "—")],
+            [
+              "Outcome",
+              (r) =>
+                h(
+                  "span",
+                  { class: r.outcome === "allow" ? "ok" : r.outcome === "deny" ? "error" : "" },
+                  r.outcome,
+                ),
+            ],
+            ["Details", (r) => h("code", { class: "muted details" }, JSON.stringify(r.details))],
+          ],
+          [...records].reverse(),
+        ),
+      ),
+    );
+  },
+};
+
+export const VIEWS: readonly View[] = [overview, devices, campaigns, senders, outbox, audit];

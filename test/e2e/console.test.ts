@@ -15,8 +15,10 @@ import { join } from "node:path";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { build } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runTrustzoneDemo } from "../../src/cli/demo-trustzone.ts";
 import { runUpdatesDemo } from "../../src/cli/demo-updates.ts";
 import { type HttpClient, withHeaders } from "../../src/handset/http-client.ts";
+import { sweepTrustzone } from "../../src/trustzone/sweeper.ts";
 import { startTestServer, type TestServer } from "../helpers/server.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -120,7 +122,16 @@ describe.skipIf(!chromiumAvailable())(
       await page.getByLabel("Admin token").fill(t.server.adminToken!);
       await page.getByRole("button", { name: "Sign in" }).click();
       await page.getByTestId("readiness").filter({ hasText: "ready" }).waitFor();
-      for (const name of ["Devices", "Campaigns", "Senders", "SMS outbox", "Audit"]) {
+      for (const name of [
+        "Devices",
+        "Packages",
+        "Campaigns",
+        "Services",
+        "Senders",
+        "Trust zones",
+        "SMS outbox",
+        "Audit",
+      ]) {
         await page.getByRole("link", { name }).click();
         await page.locator("section.card h2").first().waitFor();
         expect(await page.locator(".error").count(), name).toBe(0);
@@ -256,6 +267,35 @@ describe.skipIf(!chromiumAvailable())(
         .waitFor();
       await page.getByRole("link", { name: "Devices" }).click();
       expect(await page.locator("td", { hasText: result.model }).count()).toBe(3);
+      await page.close();
+    });
+
+    it("shows the trust zone's service managers and a zone's container map", async () => {
+      const result = await runTrustzoneDemo(
+        t.admin,
+        { url: t.server.url, pin: t.server.pin },
+        { say: () => {}, sweep: () => sweepTrustzone(t.server.trustzone.service), bankLimitSeconds: 2 },
+      );
+      const { body: managers } = await t.admin.get<{
+        managers: Array<{ managerId: string; name: string; state: string }>;
+      }>("/v1/admin/tsm/managers");
+      const page = await open("/console#/trustzone");
+      await page.getByLabel("Admin token").fill(t.server.adminToken!);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      for (const m of managers.managers) {
+        const row = page.locator("tr", { has: page.locator("code", { hasText: m.managerId }) });
+        expect(await row.locator("td").nth(0).textContent()).toBe(m.name);
+        expect(await row.locator("td").nth(1).textContent()).toContain(m.state);
+      }
+      expect(managers.managers.find((m) => m.managerId === result.rejectedId)?.state).toBe("rejected");
+      await page.getByLabel("Zone").fill(result.zoneId);
+      await page.getByRole("button", { name: "Show its containers" }).click();
+      const map = page.getByTestId("zone-map");
+      await map.getByText(`Zone ${result.zoneId}: personalised, epoch 2`).waitFor();
+      expect(await map.locator("tbody tr").count()).toBe(result.finalZone.length);
+      await page.getByLabel("Zone").fill("zone-that-is-not");
+      await page.getByRole("button", { name: "Show its containers" }).click();
+      await map.getByRole("alert").waitFor();
       await page.close();
     });
 

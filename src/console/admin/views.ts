@@ -158,6 +158,185 @@ const campaigns: View = {
   },
 };
 
+// --- update packages -----------------------------------------------------------------------------
+
+interface UpdatePackage {
+  id: string;
+  version: string;
+  kind: "full" | "delta";
+  fromVersion?: string;
+  models: string[];
+  channel: string;
+  imageLength: number;
+  encryptedLength: number;
+  createdAt: number;
+}
+
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(bytes < 1048576 ? 2 : 1)} MiB`;
+
+const packages: View = {
+  name: "packages",
+  title: "Packages",
+  async render(into, api) {
+    const list = (await api.get<{ packages: UpdatePackage[] }>("/v1/admin/updates/packages")).body.packages;
+    show(
+      into,
+      card(
+        "Update packages (signed in the TUF repository)",
+        table<UpdatePackage>(
+          [
+            ["Version", (p) => p.version],
+            ["Kind", (p) => (p.kind === "delta" ? `delta from ${p.fromVersion ?? "?"}` : "full")],
+            ["Models", (p) => p.models.join(", ")],
+            ["Channel", (p) => p.channel],
+            ["Image", (p) => mib(p.imageLength)],
+            ["Download", (p) => mib(p.encryptedLength)],
+            ["Package", (p) => h("code", {}, p.id)],
+            ["Created", (p) => h("span", { class: "nowrap" }, when(p.createdAt))],
+          ],
+          [...list].reverse(),
+          "No package yet (handsafe admin package-upload …).",
+        ),
+      ),
+    );
+  },
+};
+
+// --- activation services -------------------------------------------------------------------------
+
+interface Service {
+  uid: string;
+  name: string;
+  keyId: string;
+  exchangeUrl: string;
+}
+
+const services: View = {
+  name: "services",
+  title: "Services",
+  async render(into, api) {
+    // The public list (what handsets pin their services' keys from).
+    const list = (await api.get<Service[]>("/v1/services")).body;
+    show(
+      into,
+      card(
+        "Activation services (each signs its grants with its own Ed25519 key)",
+        table<Service>(
+          [
+            ["Service", (s) => h("code", {}, s.uid)],
+            ["Name", (s) => s.name],
+            ["Signing key", (s) => h("code", {}, s.keyId)],
+            ["Key exchange", (s) => h("code", { class: "details" }, s.exchangeUrl)],
+          ],
+          list,
+          "No service yet (handsafe admin service-create …).",
+        ),
+      ),
+    );
+  },
+};
+
+// --- trust-zone service managers and zones -------------------------------------------------------
+
+interface Manager {
+  managerId: string;
+  name: string;
+  state: string;
+  reason: string | null;
+  memoryBytes: number;
+  applications: Array<{ appId: string; state: string }>;
+  createdAt: number;
+}
+
+interface ZoneMap {
+  zone: { zoneId: string; handsetId: string | null; epoch: number; state: string; containers: number };
+  containers: Array<{
+    index: number;
+    state: string;
+    managerName: string | null;
+    notAfter: number | null;
+    bytes: number;
+    tokenUses: number | null;
+    tokenMaxUses: number | null;
+  }>;
+}
+
+const trustzone: View = {
+  name: "trustzone",
+  title: "Trust zones",
+  async render(into, api) {
+    const managers = (await api.get<{ managers: Manager[] }>("/v1/admin/tsm/managers")).body.managers;
+    const map = h("div", { "data-testid": "zone-map" });
+    const form = h(
+      "form",
+      {
+        onsubmit: async (event: Event) => {
+          event.preventDefault();
+          const zone = formValues(form).zone ?? "";
+          try {
+            const { body } = await api.get<ZoneMap>(`/v1/admin/tsm/zones/${encodeURIComponent(zone)}`);
+            show(
+              map,
+              h(
+                "p",
+                {},
+                `Zone ${body.zone.zoneId}: ${body.zone.state}, epoch ${body.zone.epoch}, `,
+                `${body.zone.containers} containers`,
+                body.zone.handsetId ? `, handset ${body.zone.handsetId}` : "",
+              ),
+              table<ZoneMap["containers"][number]>(
+                [
+                  ["#", (c) => c.index],
+                  ["State", (c) => c.state],
+                  ["Held by", (c) => c.managerName ?? "—"],
+                  ["Until", (c) => when(c.notAfter)],
+                  [
+                    "Token uses",
+                    (c) => (c.tokenMaxUses === null ? "—" : `${c.tokenUses} of ${c.tokenMaxUses}`),
+                  ],
+                  ["Bytes", (c) => c.bytes],
+                ],
+                body.containers,
+              ),
+            );
+          } catch (e) {
+            show(map, errorLine(e));
+          }
+        },
+      },
+      h("label", {}, "Zone", h("input", { name: "zone", required: true, size: 30 })),
+      h("button", { type: "submit" }, "Show its containers"),
+    );
+    show(
+      into,
+      card(
+        "Service managers",
+        table<Manager>(
+          [
+            ["Name", (m) => m.name],
+            ["State", (m) => (m.reason ? `${m.state} (${m.reason})` : m.state)],
+            [
+              "Applications",
+              (m) =>
+                h(
+                  "div",
+                  { class: "chips" },
+                  ...m.applications.map((a) => h("span", { class: "chip" }, `${a.appId} ${a.state}`)),
+                ),
+            ],
+            ["Memory", (m) => mib(m.memoryBytes)],
+            ["Manager", (m) => h("code", {}, m.managerId)],
+            ["Registered", (m) => h("span", { class: "nowrap" }, when(m.createdAt))],
+          ],
+          managers,
+          "No service manager has registered yet.",
+        ),
+      ),
+      card("A zone's container map", form, map),
+    );
+  },
+};
+
 // --- messaging senders ---------------------------------------------------------------------------
 
 interface Sender {
@@ -384,4 +563,14 @@ const audit: View = {
   },
 };
 
-export const VIEWS: readonly View[] = [overview, devices, campaigns, senders, outbox, audit];
+export const VIEWS: readonly View[] = [
+  overview,
+  devices,
+  packages,
+  campaigns,
+  services,
+  senders,
+  trustzone,
+  outbox,
+  audit,
+];

@@ -66,6 +66,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     server = resolveServer(options);
     token = resolveAdminToken(options);
     say(`handsafe demo against ${server.url}`);
+    say(`  watch it in the console: ${server.url}/console (campaigns, senders, trust zones, the audit log)`);
   } else {
     tempDir = mkdtempSync(join(tmpdir(), "handsafe-demo-"));
     embedded = await startServer({

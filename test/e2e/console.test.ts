@@ -9,7 +9,7 @@
  * audit view shows the decisions and checks the chain. In CI a missing Chromium is a failure,
  * never a silent skip (.ci/run installs it).
  */
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
@@ -19,6 +19,7 @@ import { runTrustzoneDemo } from "../../src/cli/demo-trustzone.ts";
 import { runUpdatesDemo } from "../../src/cli/demo-updates.ts";
 import { type HttpClient, withHeaders } from "../../src/handset/http-client.ts";
 import { sweepTrustzone } from "../../src/trustzone/sweeper.ts";
+import { hasNodeImports } from "../helpers/browser-bundle.ts";
 import { startTestServer, type TestServer } from "../helpers/server.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -112,6 +113,13 @@ describe.skipIf(!chromiumAvailable())(
     let apiKey: string;
     let sender: HttpClient;
     const number = "+447911123456";
+
+    it("builds bundles with no node:* module in them", () => {
+      const scripts = readdirSync(join(consoleDir, "assets")).filter((f) => f.endsWith(".js"));
+      expect(scripts.length).toBeGreaterThan(1);
+      for (const f of scripts)
+        expect(hasNodeImports(readFileSync(join(consoleDir, "assets", f), "utf8")), f).toBe(false);
+    });
 
     it("signs the operator in with the admin token only, and shows the server ready", async () => {
       const page = await open("/console");

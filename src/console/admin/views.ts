@@ -3,6 +3,9 @@
  * with `refreshMs` is rendered again on that period while it is on screen (campaign progress).
  */
 import type { HttpClient } from "../../handset/http-client.ts";
+// Types only (erased from the bundle): the answers' shapes as the server's routes define them.
+import type { AuditRecord } from "../../platform/audit.ts";
+import type { CampaignView } from "../../updates/campaigns/server.ts";
 import { errorLine, formValues, h, progress, show, table, when } from "../shared/dom.ts";
 
 export interface View {
@@ -99,16 +102,8 @@ const devices: View = {
 
 // --- campaigns -----------------------------------------------------------------------------------
 
-interface Campaign {
-  id: string;
-  name: string;
-  state: string;
-  currentStage: number;
-  currentPercent: number;
-  stages: number[];
-  pauseReason: Record<string, unknown> | null;
-  progress: { total: number; byState: Record<string, number>; percentDone: number };
-}
+/** The admin API's campaign view, as its route answers it. */
+type Campaign = CampaignView;
 
 const CLOSED = new Set(["completed", "aborted"]);
 
@@ -490,15 +485,6 @@ const outbox: View = {
 
 // --- audit ---------------------------------------------------------------------------------------
 
-interface AuditRecord {
-  seq: number;
-  at: number;
-  actor: string;
-  action: string;
-  subject: string | null;
-  outcome: string;
-  details: Record<string, unknown>;
-}
 
 const audit: View = {
   name: "audit",

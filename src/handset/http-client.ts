@@ -86,6 +86,11 @@ export interface HttpClient {
     options?: Omit<RequestOptions, "json">,
   ): Promise<HttpResponse<T>>;
   delete<T = unknown>(path: string, options?: Omit<RequestOptions, "json">): Promise<HttpResponse<T>>;
+  /**
+   * The response as it arrives (an event stream), when the transport can stream: the Node transport
+   * and the fetch transport both can. The status is not checked: the caller reads an error body.
+   */
+  stream?(method: string, path: string, options?: Omit<RequestOptions, "json">): Promise<StreamingResponse>;
   close(): void;
 }
 
@@ -99,6 +104,12 @@ export function withHeaders(base: HttpClient, headers: Record<string, string>): 
     close: () => base.close(),
     request: (method, path, opts = {}) =>
       base.request(method, path, { ...opts, headers: { ...headers, ...opts.headers } }),
+    ...(base.stream
+      ? {
+          stream: (method: string, path: string, opts: Omit<RequestOptions, "json"> = {}) =>
+            base.stream!(method, path, { ...opts, headers: { ...headers, ...opts.headers } }),
+        }
+      : {}),
     get: (path, opts = {}) => client.request("GET", path, opts),
     post: (path, json, opts = {}) => client.request("POST", path, { ...opts, json }),
     delete: (path, opts = {}) => client.request("DELETE", path, opts),
@@ -142,10 +153,27 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
     return { status: response.status, headers: response.headers, body: parsed as T };
   }
 
+  const streaming = (transport as Partial<StreamingHttpTransport>).stream?.bind(transport);
   return {
     baseUrl,
     pin: transport.pin,
     request,
+    ...(streaming
+      ? {
+          stream: (method: string, path: string, opts: Omit<RequestOptions, "json"> = {}) => {
+            if (!METHOD.test(method))
+              throw new HandsafeError("transport.invalid_request", `bad HTTP method ${method}`);
+            const headers: Record<string, string> = {};
+            for (const [k, v] of Object.entries(opts.headers ?? {})) headers[k.toLowerCase()] = v;
+            return streaming({
+              method,
+              url: baseUrl + checkPath(path),
+              headers,
+              ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+            });
+          },
+        }
+      : {}),
     get: (path, opts) => request("GET", path, opts),
     post: (path, json, opts) => request("POST", path, { ...opts, json }),
     delete: (path, opts) => request("DELETE", path, opts),
@@ -157,27 +185,31 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
  * The browser's transport (also usable on Node for unpinned calls). Redirects are refused: the API never
  * redirects, and following one would send the request somewhere else.
  */
-export function createFetchTransport(fetchImpl: typeof fetch = globalThis.fetch): HttpTransport {
+export function createFetchTransport(fetchImpl: typeof fetch = globalThis.fetch): StreamingHttpTransport {
+  const call = async (req: TransportRequest): Promise<{ res: Response; headers: Record<string, string> }> => {
+    let res: Response;
+    try {
+      res = await fetchImpl(req.url, {
+        method: req.method,
+        headers: req.headers,
+        redirect: "error",
+        // A copy typed over a plain ArrayBuffer, which is what BodyInit accepts.
+        ...(req.body === undefined ? {} : { body: new Uint8Array(req.body) }),
+        ...(req.signal === undefined ? {} : { signal: req.signal }),
+      });
+    } catch (e) {
+      throw transportError(e, req);
+    }
+    const headers: Record<string, string> = {};
+    res.headers.forEach((value, name) => {
+      headers[name.toLowerCase()] = value;
+    });
+    return { res, headers };
+  };
   return {
     pin: undefined,
     async send(req) {
-      let res: Response;
-      try {
-        res = await fetchImpl(req.url, {
-          method: req.method,
-          headers: req.headers,
-          redirect: "error",
-          // A copy typed over a plain ArrayBuffer, which is what BodyInit accepts.
-          ...(req.body === undefined ? {} : { body: new Uint8Array(req.body) }),
-          ...(req.signal === undefined ? {} : { signal: req.signal }),
-        });
-      } catch (e) {
-        throw transportError(e, req);
-      }
-      const headers: Record<string, string> = {};
-      res.headers.forEach((value, name) => {
-        headers[name.toLowerCase()] = value;
-      });
+      const { res, headers } = await call(req);
       let body: Uint8Array;
       try {
         body = new Uint8Array(await res.arrayBuffer());
@@ -185,6 +217,25 @@ export function createFetchTransport(fetchImpl: typeof fetch = globalThis.fetch)
         throw transportError(e, req);
       }
       return { status: res.status, headers, body };
+    },
+    async stream(req) {
+      const { res, headers } = await call(req);
+      const reader = res.body?.getReader();
+      async function* body(): AsyncGenerator<Uint8Array> {
+        if (!reader) return;
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) return;
+            yield value;
+          }
+        } catch (e) {
+          throw transportError(e, req);
+        } finally {
+          reader.cancel().catch(() => {});
+        }
+      }
+      return { status: res.status, headers, body: body() };
     },
     close() {},
   };

@@ -6,7 +6,7 @@
 import { randomToken } from "../core/crypto/random.ts";
 import type { Platform } from "../platform/context.ts";
 import { parseDatabaseUrl } from "../platform/db/url.ts";
-import { type PushConnection, PushHub } from "./push-hub.ts";
+import { type PushConnection, PushHub } from "../platform/notify/push-hub.ts";
 import { notificationEvent, type PushNotification, readyEvent } from "./push-protocol.ts";
 import { PostgresPushRelay } from "./push-relay.ts";
 

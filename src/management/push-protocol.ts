@@ -11,7 +11,7 @@
  */
 import { HandsafeError } from "../core/errors.ts";
 import { DEVICE_ID } from "./protocol.ts";
-import { formatEvent } from "./sse.ts";
+import { formatEvent } from "../core/codec/sse.ts";
 
 export const PUSH_PATH = "/v1/management/push";
 export const PUSH_EVENT_READY = "ready";

@@ -25,7 +25,7 @@ import {
   parseReady,
 } from "./push-protocol.ts";
 import { lastCounter, type SmsOutcome } from "./sms-processor.ts";
-import { type SseEvent, SseParser } from "./sse.ts";
+import { MAX_SSE_EVENT_CHARS, type SseEvent, SseParser } from "../core/codec/sse.ts";
 
 export interface PushSubscriberOptions {
   /** e.g. "https://mgmt.example:8443" */
@@ -199,7 +199,7 @@ export class PushSubscriber {
       });
 
     const decoder = new TextDecoder();
-    const parser = new SseParser();
+    const parser = new SseParser(MAX_SSE_EVENT_CHARS, "management.push_malformed");
     let opened = false;
     let silenceTimer: ReturnType<typeof setTimeout> | undefined;
     let silentFor = 0;

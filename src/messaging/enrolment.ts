@@ -124,8 +124,10 @@ export class Enrolment {
               { messageId: m.id, handsetId: handset.id, enc, ciphertext },
               now,
             )
-          )
+          ) {
             resealed++;
+            this.messaging.push?.notify([handset.id], m.id);
+          }
         } else {
           sealed += await this.messaging.sealTo(m.id, plaintext, [handset]);
           await store.transitionMessage(this.db, m.id, "sealed", now);

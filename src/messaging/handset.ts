@@ -24,8 +24,17 @@ import { generateHpkeKeyPair, hpkeRecipientKey } from "../core/crypto/hpke.ts";
 import { generateNumericCode } from "../core/crypto/otp.ts";
 import { HandsafeError, isHandsafeError } from "../core/errors.ts";
 import { ed25519SigningKey, signRequest } from "../core/http-signatures/index.ts";
+import { MAX_SSE_EVENT_CHARS, SseParser } from "../core/codec/sse.ts";
 import type { HttpClient, HttpResponse } from "../handset/http-client.ts";
 import type { Keystore } from "../handset/keystore.ts";
+import {
+  EVENT_MESSAGE,
+  EVENT_READY,
+  EVENTS_CONTENT_TYPE,
+  INBOX_EVENTS_PATH,
+  parseMessageEvent,
+  parseReadyEvent,
+} from "./push-protocol.ts";
 import {
   CODE_DIGITS,
   handsetCodeText,
@@ -402,19 +411,26 @@ export class MessagingApp {
    * client sends: UTF-8 of JSON.stringify(json), as createHttpClient encodes it.
    */
   async signed<T = unknown>(method: string, path: string, json?: unknown): Promise<HttpResponse<T>> {
+    const headers = await this.signatureHeaders(method, path, json);
+    return this.options.http.request<T>(method, path, { headers, ...(json === undefined ? {} : { json }) });
+  }
+
+  private async signatureHeaders(
+    method: string,
+    path: string,
+    json?: unknown,
+  ): Promise<Record<string, string>> {
     const id = this.requireRegistered();
     const seed = await this.options.keystore.get(entry(id, "ed25519"));
     if (!seed)
       throw new HandsafeError("messaging.no_keys", "this handset's auth key is missing", { status: 0 });
-    const { http } = this.options;
-    let headers: Record<string, string>;
     try {
-      headers = signRequest(
+      return signRequest(
         REQUEST_SIGNATURE,
         ed25519SigningKey(seed),
         {
           method,
-          url: http.baseUrl + path,
+          url: this.options.http.baseUrl + path,
           ...(json === undefined ? {} : { body: utf8(JSON.stringify(json)) }),
         },
         { keyId: id, created: Math.floor((this.options.clock ?? Date.now)() / 1000) },
@@ -422,6 +438,109 @@ export class MessagingApp {
     } finally {
       seed.fill(0);
     }
-    return http.request<T>(method, path, { headers, ...(json === undefined ? {} : { json }) });
+  }
+
+  /**
+   * Holds this handset's push stream open (docs/protocols/messaging.md §Push) and calls
+   * `onMessage` with each message id the server announces — and once with none each time the
+   * stream (re)connects, so that the caller pulls what arrived while it was away. Reconnects after
+   * a break with doubling delays (1 s up to 30 s); a refusal (4xx: a key replaced, a signature too
+   * old) is reported to `onEvent` and retried the same way, since a fresh signature may pass.
+   * Needs an HttpClient that can stream (the Node transport, or fetch in a browser).
+   */
+  subscribe(options: {
+    onMessage: (messageId: string | undefined) => void;
+    onEvent?: (
+      event: { kind: "connected" } | { kind: "disconnected"; error: HandsafeError; retryInMs: number },
+    ) => void;
+  }): { connected(): Promise<void>; close(): Promise<void> } {
+    const http = this.options.http;
+    if (!http.stream)
+      throw new HandsafeError("transport.invalid_options", "the push stream needs a streaming transport", {
+        status: 0,
+      });
+    const abort = new AbortController();
+    let retryMs = 1000;
+    let closed = false;
+    let markConnected: () => void = () => {};
+    const connectedOnce = new Promise<void>((resolve) => {
+      markConnected = resolve;
+    });
+    const once = async (): Promise<void> => {
+      const headers = await this.signatureHeaders("GET", INBOX_EVENTS_PATH);
+      const res = await http.stream!("GET", INBOX_EVENTS_PATH, {
+        headers: { ...headers, accept: EVENTS_CONTENT_TYPE },
+        signal: abort.signal,
+      });
+      if (res.status !== 200 || !(res.headers["content-type"] ?? "").startsWith(EVENTS_CONTENT_TYPE)) {
+        let text = "";
+        const decoder = new TextDecoder();
+        for await (const piece of res.body) {
+          text += decoder.decode(piece, { stream: true });
+          if (text.length > 16_384) break;
+        }
+        let code = "messaging.push_refused";
+        try {
+          code = (JSON.parse(text) as { error?: { code?: string } }).error?.code ?? code;
+        } catch {
+          // not JSON
+        }
+        throw new HandsafeError(code, `the push stream was refused (${res.status})`, { status: res.status });
+      }
+      const parser = new SseParser(MAX_SSE_EVENT_CHARS, "messaging.push_malformed");
+      const decoder = new TextDecoder();
+      let ready = false;
+      for await (const piece of res.body) {
+        for (const event of parser.push(decoder.decode(piece, { stream: true }))) {
+          if (!ready) {
+            const r = event.event === EVENT_READY ? parseReadyEvent(event.data) : undefined;
+            if (!r || r.handsetId !== this.#handsetId)
+              throw new HandsafeError("messaging.push_malformed", "the stream did not start with ready", {
+                status: 0,
+              });
+            ready = true;
+            retryMs = 1000;
+            markConnected();
+            options.onEvent?.({ kind: "connected" });
+            options.onMessage(undefined);
+          } else if (event.event === EVENT_MESSAGE) {
+            const id = parseMessageEvent(event.data);
+            if (id) options.onMessage(id);
+          }
+        }
+      }
+    };
+    const loop = (async () => {
+      while (!closed) {
+        try {
+          await once();
+          if (closed) return;
+          throw new HandsafeError("transport.unreachable", "the push stream ended", { status: 0 });
+        } catch (e) {
+          if (closed) return;
+          const error = isHandsafeError(e)
+            ? e
+            : new HandsafeError("transport.unreachable", String(e), { status: 0 });
+          const wait = Math.round(retryMs * (0.75 + Math.random() * 0.5));
+          options.onEvent?.({ kind: "disconnected", error, retryInMs: wait });
+          retryMs = Math.min(30_000, retryMs * 2);
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, wait);
+            abort.signal.addEventListener("abort", () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          });
+        }
+      }
+    })();
+    return {
+      connected: () => connectedOnce,
+      async close() {
+        closed = true;
+        abort.abort();
+        await loop;
+      },
+    };
   }
 }

@@ -16,6 +16,7 @@ import type { App } from "../platform/http/app.ts";
 import { createDatabaseReplayGuard, type ReplayTables } from "../platform/replay.ts";
 import { CODE_DIGITS, HANDSET_CODE_PREFIX, LABELS, MAX_ATTACHMENT_BYTES } from "./protocol.ts";
 import { HandsetInbox } from "./inbox.ts";
+import { EVENTS_CONTENT_TYPE, INBOX_EVENTS_PATH, MessagingPush } from "./push.ts";
 import { RegistrationService } from "./registration.ts";
 import { createHandsetRequestAuth } from "./request-auth.ts";
 import { type MessagingDeps, MessagingService } from "./server.ts";
@@ -409,6 +410,36 @@ export function registerMessagingRoutes(
       messages: await inbox.list(auth.handsetOf(request), { all: request.query.all === "1" }),
     }),
   );
+
+  // The push stream (push.ts): a `message` event whenever a copy is sealed to this handset.
+  const push = new MessagingPush(platform, {}, (what, err) => app.log.warn({ err }, what));
+  service.push = push;
+  app.get(
+    INBOX_EVENTS_PATH,
+    {
+      ...auth.handsetRoute,
+      schema: {
+        tags: ["messaging"],
+        summary:
+          "This handset's push stream (text/event-stream): a `message` event naming each message as a copy " +
+          "is sealed to it; signed like every inbox request (refusals: 401 signature.*)",
+      },
+    },
+    async (request, reply) => {
+      const connection = push.open(auth.handsetOf(request).id);
+      // However the response ends (client gone, server closing), the stream leaves the hub.
+      reply.raw.once("close", () => connection.stream.destroy());
+      if (reply.raw.destroyed || request.raw.socket.destroyed) connection.stream.destroy();
+      void reply
+        .header("content-type", `${EVENTS_CONTENT_TYPE}; charset=utf-8`)
+        .header("cache-control", "no-store")
+        .header("x-accel-buffering", "no");
+      return reply.send(connection.stream);
+    },
+  );
+  // Open streams would hold app.close() forever: end them first.
+  app.addHook("preClose", async () => push.endStreams());
+  app.addHook("onClose", async () => push.close());
 
   const inboxAction = (
     method: "POST" | "DELETE",

@@ -157,6 +157,8 @@ export class MessagingService {
   readonly db: store.Db;
   /** Accepted messages commit in groups (group-commit.ts): one SQLite commit for a burst of them. */
   private readonly acceptances: GroupCommit<store.MessagingTables>;
+  /** Wakes handsets whose push stream is open when a copy is sealed to them (push.ts). */
+  push: { notify(handsetIds: readonly string[], messageId: string): void } | undefined;
 
   constructor(
     readonly platform: Platform,
@@ -321,7 +323,7 @@ export class MessagingService {
         details: { to: maskNumber(to), handsets: sealed, notified, bodyType: body.type },
       });
       const sms = this.deps.sms;
-      let written: { sealed: number; noticeAfterCommit: string | undefined };
+      let written: { sealed: number; noticeAfterCommit: string | undefined; handsetIds: string[] };
       try {
         // One unit of a group commit: the number's row, the message, its deliveries, the notice
         // when the gateway is the outbox, and the audit record of the decision, all or none.
@@ -351,6 +353,7 @@ export class MessagingService {
           if (!inserted) throw new IdempotencyKeyTaken();
           await store.insertDeliveries(trx, deliveries, this.now());
           const sealed = deliveries.length;
+          const handsetIds = deliveries.map((d) => d.handsetId);
           const text = noticeSlot
             ? sealed > 0
               ? messageWaitingText(sender.name)
@@ -358,12 +361,12 @@ export class MessagingService {
             : undefined;
           // A network gateway is called after the commit: it never holds the database.
           if (text !== undefined && sms.sendInTransaction === undefined)
-            return { sealed, noticeAfterCommit: text };
+            return { sealed, noticeAfterCommit: text, handsetIds };
           const notified =
             text !== undefined &&
             (await this.sendNotice(to, actor, () => sms.sendInTransaction!(trx, to, text), trx));
           await this.audit(accepted(sealed, notified), trx);
-          return { sealed, noticeAfterCommit: undefined };
+          return { sealed, noticeAfterCommit: undefined, handsetIds };
         });
       } catch (e) {
         if (!(e instanceof IdempotencyKeyTaken)) throw e;
@@ -372,7 +375,9 @@ export class MessagingService {
         if (earlier) return { id: earlier.id, status: earlier.status, duplicate: true };
         throw new HandsafeError("internal", "idempotent insert lost without a winner", { status: 500 });
       }
-      const { sealed, noticeAfterCommit } = written;
+      const { sealed, noticeAfterCommit, handsetIds } = written;
+      // Committed: a handset woken now finds its copy.
+      this.push?.notify(handsetIds, id);
       const status: MessageStatus = sealed > 0 ? "queued" : "waiting_registration";
       if (noticeAfterCommit !== undefined) {
         const notified = await this.sendNotice(to, actor, () => sms.send(to, noticeAfterCommit));
@@ -401,6 +406,10 @@ export class MessagingService {
   ): Promise<number> {
     const rows = this.sealDeliveries(messageId, plaintext, handsets);
     await store.insertDeliveries(this.db, rows, this.now());
+    this.push?.notify(
+      rows.map((r) => r.handsetId),
+      messageId,
+    );
     return rows.length;
   }
 

@@ -29,7 +29,7 @@ import {
 import { PushSubscriber, type PushSubscriberEvent } from "../../src/management/push.ts";
 import { notificationEvent, readyEvent } from "../../src/management/push-protocol.ts";
 import { counterEntry } from "../../src/management/sms-processor.ts";
-import { formatComment } from "../../src/management/sse.ts";
+import { formatComment } from "../../src/core/codec/sse.ts";
 
 const BASE = "https://mgmt.example";
 const staticKey = randomBytes(32);

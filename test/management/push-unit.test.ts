@@ -18,9 +18,9 @@ import {
   SIGNATURE_TAG,
   signRequest,
 } from "../../src/management/protocol.ts";
-import { PushHub } from "../../src/management/push-hub.ts";
+import { PushHub } from "../../src/platform/notify/push-hub.ts";
 import { notificationEvent, parseReady, readyEvent } from "../../src/management/push-protocol.ts";
-import { formatComment, formatEvent, SseParser } from "../../src/management/sse.ts";
+import { formatComment, formatEvent, SseParser } from "../../src/core/codec/sse.ts";
 
 describe("SSE framing", () => {
   it("reads back what the server writes, cut at any byte", () => {
@@ -55,19 +55,21 @@ describe("SSE framing", () => {
     ]);
   });
 
-  it("attack: an endless line is cut off", () => {
-    const p = new SseParser(100);
-    expect(() => p.push(`data: ${"A".repeat(200)}`)).toThrow(
+  it("attack: an endless line is cut off, with the code the protocol names", () => {
+    expect(() => new SseParser(100).push(`data: ${"A".repeat(200)}`)).toThrow(
+      expect.objectContaining({ code: "sse.malformed" }),
+    );
+    expect(() => new SseParser(100, "management.push_malformed").push(`data: ${"A".repeat(200)}`)).toThrow(
       expect.objectContaining({ code: "management.push_malformed" }),
     );
   });
 
   it("a field cannot smuggle a line break", () => {
     expect(() => formatEvent({ event: "a\nb", data: "" })).toThrow(
-      expect.objectContaining({ code: "management.push_malformed" }),
+      expect.objectContaining({ code: "sse.malformed" }),
     );
     expect(() => formatEvent({ id: "1\r", data: "" })).toThrow(
-      expect.objectContaining({ code: "management.push_malformed" }),
+      expect.objectContaining({ code: "sse.malformed" }),
     );
   });
 

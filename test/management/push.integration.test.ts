@@ -27,7 +27,7 @@ import {
 } from "../../src/management/protocol.ts";
 import type { PushSubscriber, PushSubscriberEvent } from "../../src/management/push.ts";
 import { readDynamicKey } from "../../src/management/sms-processor.ts";
-import { type SseEvent, SseParser } from "../../src/management/sse.ts";
+import { type SseEvent, SseParser } from "../../src/core/codec/sse.ts";
 import { listAudit } from "../../src/platform/audit.ts";
 import { databaseKinds, postgresAvailable } from "../helpers/databases.ts";
 import { imei } from "./fixtures.ts";

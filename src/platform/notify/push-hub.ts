@@ -1,12 +1,13 @@
 /**
- * This node's push streams: which device holds which open event stream (GET /v1/management/push),
+ * This node's push streams: which device holds which open event stream (GET /v1/management/push,
+ * GET /v1/messaging/inbox/events: a "device" is whatever a capability keys its streams by),
  * keep-alive comments so that idle proxies and NATs keep the connection open, a lifetime after
  * which the stream is ended (the handset reconnects and authenticates afresh), and a cap on streams
  * per device (a reconnecting handset replaces its half-dead stream). Process memory only: other
  * nodes are reached through push-relay.ts.
  */
 import { PassThrough } from "node:stream";
-import { formatComment } from "./sse.ts";
+import { formatComment } from "../../core/codec/sse.ts";
 
 export interface PushHubOptions {
   /** A comment is written to every stream this often. */

@@ -1,9 +1,9 @@
 /**
- * Server-sent events (WHATWG HTML §9.2, "Server-sent events"): the subset the push channel speaks —
+ * Server-sent events (WHATWG HTML §9.2, "Server-sent events"): the subset the push channels speak —
  * the fields `event`, `data`, `id`, `retry` and comments. Pure: the server frames events with
  * formatEvent / formatComment, the handset reads them back with SseParser.
  */
-import { HandsafeError } from "../core/errors.ts";
+import { HandsafeError } from "../errors.ts";
 
 export interface SseEvent {
   /** "message" when the block named none (§9.2.6). */
@@ -20,8 +20,8 @@ export const MAX_SSE_EVENT_CHARS = 16 * 1024;
 
 const FIELD_VALUE = /^[^\r\n\0]*$/;
 
-function malformed(message: string): HandsafeError {
-  return new HandsafeError("management.push_malformed", message, { status: 0 });
+function malformed(message: string, code = "sse.malformed"): HandsafeError {
+  return new HandsafeError(code, message, { status: 0 });
 }
 
 /** One event block: `event:` / `id:` / `retry:` lines, one `data:` line per line of data, a blank line. */
@@ -52,7 +52,7 @@ export function formatComment(text: string): string {
 /**
  * Incremental reader of an event stream (§9.2.6 "Interpreting an event stream"): feed it decoded
  * text as it arrives, get back the events completed so far. Lines end in CRLF, LF or CR; a block
- * without data dispatches nothing. Throws management.push_malformed past MAX_SSE_EVENT_CHARS.
+ * without data dispatches nothing. Throws `code` (default sse.malformed) past MAX_SSE_EVENT_CHARS.
  */
 export class SseParser {
   #buffer = "";
@@ -63,7 +63,11 @@ export class SseParser {
   #id: string | undefined;
   #retry: number | undefined;
 
-  constructor(private readonly maxChars = MAX_SSE_EVENT_CHARS) {}
+  /** `code`: the error code of a stream past `maxChars` (a protocol names its own). */
+  constructor(
+    private readonly maxChars = MAX_SSE_EVENT_CHARS,
+    private readonly code = "sse.malformed",
+  ) {}
 
   push(text: string): SseEvent[] {
     this.#buffer += text;
@@ -85,7 +89,7 @@ export class SseParser {
       if (event) events.push(event);
     }
     if (this.#buffer.length + this.#data.length > this.maxChars)
-      throw malformed(`an event is longer than ${this.maxChars} characters`);
+      throw malformed(`an event is longer than ${this.maxChars} characters`, this.code);
     return events;
   }
 

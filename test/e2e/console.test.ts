@@ -230,11 +230,12 @@ describe.skipIf(!chromiumAvailable())(
         body: { type: "text", text: "Please bring your referral letter." },
       });
       expect(second.status).toBe("queued");
-      // The tablet's page refreshes its inbox itself.
+      // Its page hears of it on the push stream: well before its 30 s fallback refresh.
+      await tablet.getByTestId("push-state").filter({ hasText: "live" }).waitFor();
       await tablet
         .locator(`[data-message-id="${second.id}"]`)
         .filter({ hasText: "referral letter" })
-        .waitFor();
+        .waitFor({ timeout: 5000 });
       const { body: status } = await sender.get<{ deliveries: Array<{ deviceType: string }> }>(
         `/v1/messages/${second.id}`,
       );
@@ -274,6 +275,7 @@ describe.skipIf(!chromiumAvailable())(
         .filter({ hasText: "completed" })
         .waitFor();
       await page.getByRole("link", { name: "Devices" }).click();
+      await page.locator("td", { hasText: result.model }).first().waitFor();
       expect(await page.locator("td", { hasText: result.model }).count()).toBe(3);
       await page.close();
     });

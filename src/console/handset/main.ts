@@ -18,7 +18,8 @@ import { adminApi, origin } from "../shared/api.ts";
 import { errorLine, formValues, h, show, when } from "../shared/dom.ts";
 
 const SIM_TOKEN_KEY = "handsafe.simToken";
-const INBOX_REFRESH_MS = 4000;
+/** The push stream wakes the inbox; this refresh is only the fallback when the stream is down. */
+const INBOX_REFRESH_MS = 30_000;
 const SIM_REFRESH_MS = 1500;
 
 const main = document.getElementById("main")!;
@@ -31,6 +32,7 @@ const simPanel = h("section", { class: "card" });
 show(main, status, screen, simPanel);
 
 let inboxTimer: ReturnType<typeof setInterval> | undefined;
+let pushed: { close(): Promise<void> } | undefined;
 let sim: { line: OutboxLine; texts: Text[]; timer: ReturnType<typeof setInterval> } | undefined;
 
 const say = (...children: Array<Node | string>) => show(status, ...children);
@@ -201,6 +203,8 @@ async function registerByHandsetCode(number: string, deviceType: string): Promis
 function stopInbox(): void {
   if (inboxTimer !== undefined) clearInterval(inboxTimer);
   inboxTimer = undefined;
+  void pushed?.close();
+  pushed = undefined;
 }
 
 async function inboxScreen(): Promise<void> {
@@ -227,6 +231,13 @@ async function inboxScreen(): Promise<void> {
   );
   await renderInbox(list);
   inboxTimer = setInterval(() => void refresh(), INBOX_REFRESH_MS);
+  // A new message is announced on the push stream the moment it is sealed to this handset.
+  const live = h("span", { class: "muted", "data-testid": "push-state" }, "connecting…");
+  list.before(h("p", {}, "Push: ", live));
+  pushed = app.subscribe({
+    onMessage: () => void refresh(),
+    onEvent: (e) => show(live, e.kind === "connected" ? "live" : `reconnecting (${e.error.code})`),
+  });
 }
 
 async function renderInbox(list: HTMLElement): Promise<void> {

@@ -18,6 +18,27 @@ export interface View {
 const card = (title: string, ...children: Array<Node | string | null>) =>
   h("section", { class: "card" }, h("h2", {}, title), ...children);
 
+type Columns<T> = Parameters<typeof table<T>>[0];
+
+/** A view that is one card with one table of what `load` reads from the admin API. */
+function tableView<T>(v: {
+  name: string;
+  title: string;
+  heading: (items: T[]) => string;
+  load: (api: HttpClient) => Promise<T[]>;
+  columns: Columns<T>;
+  empty: string;
+}): View {
+  return {
+    name: v.name,
+    title: v.title,
+    async render(into, api) {
+      const items = await v.load(api);
+      show(into, card(v.heading(items), table<T>(v.columns, items, v.empty)));
+    },
+  };
+}
+
 // --- overview ------------------------------------------------------------------------------------
 
 const overview: View = {
@@ -73,32 +94,22 @@ interface Device {
   createdAt: number;
 }
 
-const devices: View = {
+const devices = tableView<Device>({
   name: "devices",
   title: "Devices",
-  async render(into, api) {
-    const { devices } = (await api.get<{ devices: Device[] }>("/v1/admin/devices?limit=1000")).body;
-    show(
-      into,
-      card(
-        `Devices (${devices.length})`,
-        table<Device>(
-          [
-            ["Device", (d) => h("code", {}, d.id)],
-            ["Model", (d) => d.model],
-            ["Firmware", (d) => d.firmwareVersion],
-            ["Number", (d) => d.msisdn ?? "—"],
-            ["Static key", (d) => d.keySource],
-            ["Batch", (d) => h("code", {}, d.batchId)],
-            ["Registered", (d) => when(d.createdAt)],
-          ],
-          devices,
-          "No device is registered yet (handsafe admin device-batch … provisions them).",
-        ),
-      ),
-    );
-  },
-};
+  heading: (items) => `Devices (${items.length})`,
+  load: async (api) => (await api.get<{ devices: Device[] }>("/v1/admin/devices?limit=1000")).body.devices,
+  columns: [
+    ["Device", (d) => h("code", {}, d.id)],
+    ["Model", (d) => d.model],
+    ["Firmware", (d) => d.firmwareVersion],
+    ["Number", (d) => d.msisdn ?? "—"],
+    ["Static key", (d) => d.keySource],
+    ["Batch", (d) => h("code", {}, d.batchId)],
+    ["Registered", (d) => when(d.createdAt)],
+  ],
+  empty: "No device is registered yet (handsafe admin device-batch … provisions them).",
+});
 
 // --- campaigns -----------------------------------------------------------------------------------
 
@@ -169,33 +180,24 @@ interface UpdatePackage {
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(bytes < 1048576 ? 2 : 1)} MiB`;
 
-const packages: View = {
+const packages = tableView<UpdatePackage>({
   name: "packages",
   title: "Packages",
-  async render(into, api) {
-    const list = (await api.get<{ packages: UpdatePackage[] }>("/v1/admin/updates/packages")).body.packages;
-    show(
-      into,
-      card(
-        "Update packages (signed in the TUF repository)",
-        table<UpdatePackage>(
-          [
-            ["Version", (p) => p.version],
-            ["Kind", (p) => (p.kind === "delta" ? `delta from ${p.fromVersion ?? "?"}` : "full")],
-            ["Models", (p) => p.models.join(", ")],
-            ["Channel", (p) => p.channel],
-            ["Image", (p) => mib(p.imageLength)],
-            ["Download", (p) => mib(p.encryptedLength)],
-            ["Package", (p) => h("code", {}, p.id)],
-            ["Created", (p) => h("span", { class: "nowrap" }, when(p.createdAt))],
-          ],
-          [...list].reverse(),
-          "No package yet (handsafe admin package-upload …).",
-        ),
-      ),
-    );
-  },
-};
+  heading: () => "Update packages (signed in the TUF repository), newest first",
+  load: async (api) =>
+    (await api.get<{ packages: UpdatePackage[] }>("/v1/admin/updates/packages")).body.packages.reverse(),
+  columns: [
+    ["Version", (p) => p.version],
+    ["Kind", (p) => (p.kind === "delta" ? `delta from ${p.fromVersion ?? "?"}` : "full")],
+    ["Models", (p) => p.models.join(", ")],
+    ["Channel", (p) => p.channel],
+    ["Image", (p) => mib(p.imageLength)],
+    ["Download", (p) => mib(p.encryptedLength)],
+    ["Package", (p) => h("code", {}, p.id)],
+    ["Created", (p) => h("span", { class: "nowrap" }, when(p.createdAt))],
+  ],
+  empty: "No package yet (handsafe admin package-upload …).",
+});
 
 // --- activation services -------------------------------------------------------------------------
 
@@ -206,30 +208,20 @@ interface Service {
   exchangeUrl: string;
 }
 
-const services: View = {
+const services = tableView<Service>({
   name: "services",
   title: "Services",
-  async render(into, api) {
-    // The public list (what handsets pin their services' keys from).
-    const list = (await api.get<Service[]>("/v1/services")).body;
-    show(
-      into,
-      card(
-        "Activation services (each signs its grants with its own Ed25519 key)",
-        table<Service>(
-          [
-            ["Service", (s) => h("code", {}, s.uid)],
-            ["Name", (s) => s.name],
-            ["Signing key", (s) => h("code", {}, s.keyId)],
-            ["Key exchange", (s) => h("code", { class: "details" }, s.exchangeUrl)],
-          ],
-          list,
-          "No service yet (handsafe admin service-create …).",
-        ),
-      ),
-    );
-  },
-};
+  heading: () => "Activation services (each signs its grants with its own Ed25519 key)",
+  // The public list (what handsets pin their services' keys from).
+  load: async (api) => (await api.get<Service[]>("/v1/services")).body,
+  columns: [
+    ["Service", (s) => h("code", {}, s.uid)],
+    ["Name", (s) => s.name],
+    ["Signing key", (s) => h("code", {}, s.keyId)],
+    ["Key exchange", (s) => h("code", { class: "details" }, s.exchangeUrl)],
+  ],
+  empty: "No service yet (handsafe admin service-create …).",
+});
 
 // --- trust-zone service managers and zones -------------------------------------------------------
 

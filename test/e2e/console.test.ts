@@ -141,6 +141,8 @@ describe.skipIf(!chromiumAvailable())(
         "Audit",
       ]) {
         await page.getByRole("link", { name }).click();
+        // The nav marks the view at once and clears the page; its cards come with its answers.
+        await page.locator('nav a[aria-current="page"]', { hasText: name }).waitFor();
         await page.locator("section.card h2").first().waitFor();
         expect(await page.locator(".error").count(), name).toBe(0);
       }

@@ -68,6 +68,51 @@ export function registerBackupRoutes(app: App, platform: Platform, deps: BackupR
     // An upload chunk is the request stream itself: the route streams it into the blob store.
     scope.addContentTypeParser(UPLOAD_CONTENT_TYPE, (_request, payload, done) => done(null, payload));
 
+    // --- the operator -------------------------------------------------------------------------------
+
+    scope.get(
+      "/v1/admin/backup/accounts",
+      {
+        schema: {
+          tags: ["backup"],
+          summary: "Backup accounts with their storage use against the quota and their backups (no content)",
+          security: [{ bearer: [] }],
+          querystring: Type.Object(
+            {
+              after: Type.Optional(Type.String({ pattern: ACCOUNT_ID.source })),
+              limit: Type.Optional(Type.String({ pattern: "^[0-9]{1,4}$" })),
+            },
+            { additionalProperties: false },
+          ),
+          response: {
+            200: Type.Object({
+              quotaBytes: Type.Integer(),
+              accounts: Type.Array(
+                Type.Object({
+                  id: Type.String(),
+                  handle: Type.Union([Type.String(), Type.Null()]),
+                  createdAt: Type.Integer(),
+                  bytesUsed: Type.Integer(),
+                  backups: Type.Integer(),
+                  lastBackupAt: Type.Union([Type.Integer(), Type.Null()]),
+                }),
+              ),
+            }),
+            401: ErrorBody,
+            403: ErrorBody,
+          },
+        },
+      },
+      async (request) => {
+        await platform.guards.admin(request);
+        const limit = Math.min(1000, Math.max(1, Number(request.query.limit ?? 100)));
+        return service.accountUsage({
+          limit,
+          ...(request.query.after ? { after: request.query.after } : {}),
+        });
+      },
+    );
+
     // --- accounts and the directory -----------------------------------------------------------------
 
     scope.post(

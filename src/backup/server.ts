@@ -159,6 +159,14 @@ export class BackupService extends BackupUploads {
     return { created: true, account: accountView({ ...input, createdAt, bytesUsed: 0 }) };
   }
 
+  /** The operator's view of storage: usage against the quota and backup counts, no content. */
+  async accountUsage(page: { after?: string; limit: number }): Promise<{
+    quotaBytes: number;
+    accounts: store.AccountUsage[];
+  }> {
+    return { quotaBytes: this.quota, accounts: await store.accountUsage(this.db, page) };
+  }
+
   async directory(handle: string, asker: store.AccountRow): Promise<AccountView & { handle: string }> {
     const a = await store.findAccountByHandle(this.db, handle);
     if (!a)

@@ -146,6 +146,42 @@ export async function existingAccounts(db: Db, ids: readonly string[]): Promise<
 }
 
 /** Takes `n` bytes of the quota, or answers false (nothing changed) when they do not fit. */
+/** For the operator: each account's usage and backups (never their content), oldest account first. */
+export interface AccountUsage {
+  id: string;
+  handle: string | null;
+  createdAt: number;
+  bytesUsed: number;
+  backups: number;
+  lastBackupAt: number | null;
+}
+
+export async function accountUsage(db: Db, page: { after?: string; limit: number }): Promise<AccountUsage[]> {
+  let q = db
+    .selectFrom("backup_accounts as a")
+    .leftJoin("backup_envelopes as e", "e.account_id", "a.id")
+    .select((eb) => [
+      "a.id",
+      "a.handle",
+      "a.created_at",
+      "a.bytes_used",
+      eb.fn.count<number>("e.id").as("backups"),
+      eb.fn.max("e.created_at").as("last_backup_at"),
+    ])
+    .groupBy(["a.id", "a.handle", "a.created_at", "a.bytes_used"])
+    .orderBy("a.id")
+    .limit(page.limit);
+  if (page.after !== undefined) q = q.where("a.id", ">", page.after);
+  return (await q.execute()).map((r) => ({
+    id: r.id,
+    handle: r.handle,
+    createdAt: Number(r.created_at),
+    bytesUsed: Number(r.bytes_used),
+    backups: Number(r.backups),
+    lastBackupAt: r.last_backup_at === null ? null : Number(r.last_backup_at),
+  }));
+}
+
 export async function takeQuota(db: Db, accountId: string, n: number, quota: number): Promise<boolean> {
   const r = await db
     .updateTable("backup_accounts")

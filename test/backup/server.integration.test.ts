@@ -93,6 +93,42 @@ describe.each(databaseKinds)("backup server on %s", (kind) => {
         expect([missing.status, missing.code]).toEqual([404, "backup.not_found"]);
       });
 
+      it("the operator's listing: each account's storage, backups and last backup; admins only", async () => {
+        const carol = await t.account();
+        const { item } = await blobItem(carol);
+        expect((await carol.putEnvelope(envelopeOf(carol, [item]))).status).toBe(201);
+        const admin = { authorization: `Bearer ${t.server.adminToken}` };
+        const all = await t.raw("GET", "/v1/admin/backup/accounts?limit=1000", { headers: admin });
+        expect(all.status).toBe(200);
+        const { quotaBytes, accounts } = all.json<{
+          quotaBytes: number;
+          accounts: Array<{
+            id: string;
+            handle: string | null;
+            bytesUsed: number;
+            backups: number;
+            lastBackupAt: number | null;
+          }>;
+        }>();
+        expect(quotaBytes).toBe(QUOTA);
+        expect(accounts.map((a) => a.id)).toEqual([...accounts.map((a) => a.id)].sort());
+        const row = (id: string) => accounts.find((a) => a.id === id)!;
+        expect(row(carol.id)).toMatchObject({ backups: 1, bytesUsed: await usedBytes(carol) });
+        expect(row(carol.id).lastBackupAt).not.toBeNull();
+        expect(row(eve.id)).toMatchObject({ handle: null, backups: 0, lastBackupAt: null });
+        // Paged by account id.
+        const first = accounts[0]!.id;
+        const next = await t.raw("GET", `/v1/admin/backup/accounts?after=${first}&limit=1`, {
+          headers: admin,
+        });
+        expect(next.json<{ accounts: Array<{ id: string }> }>().accounts.map((a) => a.id)).toEqual([
+          accounts[1]!.id,
+        ]);
+        // Not for an account's own signature, nor without a token.
+        expect((await alice.send("GET", "/v1/admin/backup/accounts")).status).toBe(401);
+        expect((await t.raw("GET", "/v1/admin/backup/accounts")).status).toBe(401);
+      });
+
       it("the directory by account id: the same record; unknown 404; malformed 400", async () => {
         const byId = await bob.send("GET", `/v1/backup/directory?account=${alice.id}`);
         expect(byId.status).toBe(200);

@@ -12,9 +12,12 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Kysely } from "kysely";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import { build } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { BackupTables } from "../../src/backup/store.ts";
+import { runBackupDemo } from "../../src/cli/demo-backup.ts";
 import { runTrustzoneDemo } from "../../src/cli/demo-trustzone.ts";
 import { runUpdatesDemo } from "../../src/cli/demo-updates.ts";
 import { type HttpClient, withHeaders } from "../../src/handset/http-client.ts";
@@ -136,6 +139,7 @@ describe.skipIf(!chromiumAvailable())(
         "Campaigns",
         "Services",
         "Senders",
+        "Backups",
         "Trust zones",
         "SMS outbox",
         "Audit",
@@ -319,6 +323,43 @@ describe.skipIf(!chromiumAvailable())(
       await page.locator("td", { hasText: "messaging.sender_created" }).first().waitFor();
       await page.getByRole("button", { name: "Verify the hash chain" }).click();
       await page.getByTestId("audit-verdict").filter({ hasText: "chain intact" }).waitFor();
+      await page.close();
+    });
+
+    it("shows each backup account's storage against the quota, and its backups", async () => {
+      const result = await runBackupDemo({ url: t.server.url, pin: t.server.pin }, { say: () => {} });
+      const { body } = await t.admin.get<{
+        quotaBytes: number;
+        accounts: Array<{ id: string; handle: string; bytesUsed: number; backups: number }>;
+      }>("/v1/admin/backup/accounts");
+      const alice = body.accounts.find((a) => a.id === result.alice.accountId)!;
+      // Every envelope the account holds: its two backups and the one that shares her photos.
+      const held = await (t.server.platform.db as Kysely<BackupTables>)
+        .selectFrom("backup_envelopes")
+        .select((eb) => eb.fn.countAll<number>().as("n"))
+        .where("account_id", "=", alice.id)
+        .executeTakeFirstOrThrow();
+      expect(alice).toMatchObject({ handle: result.alice.handle, backups: Number(held.n) });
+      expect(alice.backups).toBeGreaterThanOrEqual(2);
+      expect(alice.bytesUsed).toBeGreaterThan(6 * 1024 * 1024);
+      // The operator's listing is the operator's only: an account's own key does not open it.
+      const anonymous = await t
+        .anonymous()
+        .request("GET", "/v1/admin/backup/accounts")
+        .catch((e: unknown) => e);
+      expect(anonymous).toMatchObject({ status: 401 });
+
+      const page = await open("/console#/backups");
+      await page.getByLabel("Admin token").fill(t.server.adminToken!);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      const usage = page.getByTestId(`usage-${alice.id}`);
+      await usage.waitFor();
+      expect(await usage.getByRole("progressbar").getAttribute("aria-valuenow")).toBe(
+        String(Math.round((alice.bytesUsed / body.quotaBytes) * 100)),
+      );
+      const row = page.locator("tr", { has: usage });
+      expect(await row.locator("td").nth(1).textContent()).toBe(result.alice.handle);
+      expect(await row.locator("td").nth(3).textContent()).toBe(String(alice.backups));
       await page.close();
     });
 

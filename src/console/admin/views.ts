@@ -324,6 +324,59 @@ const trustzone: View = {
   },
 };
 
+// --- backup storage ------------------------------------------------------------------------------
+
+interface BackupUsage {
+  quotaBytes: number;
+  accounts: Array<{
+    id: string;
+    handle: string | null;
+    createdAt: number;
+    bytesUsed: number;
+    backups: number;
+    lastBackupAt: number | null;
+  }>;
+}
+
+const backups: View = {
+  name: "backups",
+  title: "Backups",
+  async render(into, api) {
+    const { quotaBytes, accounts } = (await api.get<BackupUsage>("/v1/admin/backup/accounts?limit=1000"))
+      .body;
+    show(
+      into,
+      card(
+        `Backup accounts (${accounts.length}): storage used of the ${mib(quotaBytes)} quota`,
+        h(
+          "p",
+          { class: "muted" },
+          "The server holds only ciphertext and signed envelopes: sizes and counts are all it can show.",
+        ),
+        table<BackupUsage["accounts"][number]>(
+          [
+            ["Account", (a) => h("code", {}, a.id)],
+            ["Handle", (a) => a.handle ?? "—"],
+            [
+              "Storage",
+              (a) =>
+                h(
+                  "div",
+                  { "data-testid": `usage-${a.id}` },
+                  progress(a.bytesUsed, quotaBytes, `${mib(a.bytesUsed)} of ${mib(quotaBytes)}`),
+                ),
+            ],
+            ["Backups", (a) => a.backups],
+            ["Last backup", (a) => h("span", { class: "nowrap" }, when(a.lastBackupAt))],
+          ],
+          accounts,
+          "No backup account yet (handsafe backup init …).",
+        ),
+      ),
+    );
+  },
+};
+
 // --- messaging senders ---------------------------------------------------------------------------
 
 interface Sender {
@@ -547,6 +600,7 @@ export const VIEWS: readonly View[] = [
   campaigns,
   services,
   senders,
+  backups,
   trustzone,
   outbox,
   audit,

@@ -250,6 +250,33 @@ describe.skipIf(!chromiumAvailable())(
       await tablet.close();
     });
 
+    it("activates a service in the page: CPace in the browser agrees the key the server holds", async () => {
+      await t.admin.post("/v1/admin/users", { email: "ada@example.org", password: "correct horse battery" });
+      await t.admin.post("/v1/admin/services", { uid: "mail", name: "Mail" });
+      const page = await open("/handset");
+      await page.getByLabel("Email", { exact: true }).fill("ada@example.org");
+      await page.getByLabel("Password", { exact: true }).fill("wrong password here");
+      await page.getByRole("button", { name: "Activate" }).click();
+      await page.getByRole("alert").filter({ hasText: "auth." }).waitFor();
+      await page.getByLabel("Password", { exact: true }).fill("correct horse battery");
+      await page.locator(`select[name="service"]`).selectOption("mail");
+      await page.getByRole("button", { name: "Activate" }).click();
+      const shown = page.locator('[data-fingerprint="mail"]');
+      await shown.waitFor();
+      const handsetId = /Handset (\S+)\./.exec(
+        (await page.getByText(/^Handset .* Each service/).textContent())!,
+      )![1]!;
+      // The server's side of the same key, by fingerprint (never the key).
+      const { body: keys } = await t.admin.get<
+        Array<{ serviceUid: string; fingerprint: string; state: string }>
+      >(`/v1/handsets/${handsetId}/keys`);
+      expect(keys.find((k) => k.serviceUid === "mail")).toMatchObject({
+        fingerprint: await shown.textContent(),
+        state: "active",
+      });
+      await page.close();
+    });
+
     it("shows an update campaign's progress and the devices it reached", async () => {
       const page = await open("/console#/campaigns");
       await page.getByLabel("Admin token").fill(t.server.adminToken!);

@@ -5,11 +5,17 @@
  * registration replaces the key and waiting messages are sealed to the new one), pulls and opens
  * the inbox, marks messages read, replies and deletes.
  *
+ * It also activates services (activation/handset.ts): the user signs in, the service's signed grant
+ * is checked against its pinned key and CPace (with @noble's Elligator 2 map) agrees a per-service
+ * key with the server, all in the page.
+ *
  * A real handset has a modem; this one may borrow the built-in SMS centre's (the outbox gateway)
  * with the operator's admin token — the "simulated SIM" — to see the texts to its number and to
  * send its own code by SMS. Without it, the user types the code from wherever the text arrived.
  */
 import { HandsafeError } from "../../core/errors.ts";
+import { activate, listActivated, login } from "../../activation/handset.ts";
+import { Handset } from "../../handset/handset.ts";
 import { createHttpClient } from "../../handset/http-client.ts";
 import { MemoryKeystore } from "../../handset/keystore.ts";
 import { OutboxLine, type Text } from "../../handset/outbox-line.ts";
@@ -24,12 +30,15 @@ const SIM_REFRESH_MS = 1500;
 
 const main = document.getElementById("main")!;
 const http = createHttpClient({ baseUrl: origin() });
-const app = await MessagingApp.open({ http, keystore: new MemoryKeystore() });
+// One keystore for the whole handset: the messaging app's entries and the activation ones.
+const keystore = new MemoryKeystore();
+const app = await MessagingApp.open({ http, keystore });
 
 const status = h("div", { "aria-live": "polite" });
 const screen = h("div");
 const simPanel = h("section", { class: "card" });
-show(main, status, screen, simPanel);
+const servicesPanel = h("section", { class: "card" });
+show(main, status, screen, simPanel, servicesPanel);
 
 let inboxTimer: ReturnType<typeof setInterval> | undefined;
 let pushed: { close(): Promise<void> } | undefined;
@@ -413,6 +422,80 @@ function attachSim(number: string): void {
   void poll();
 }
 
+// --- activation ----------------------------------------------------------------------------------
+
+let device: Handset | undefined;
+
+async function servicesScreen(): Promise<void> {
+  device ??= await Handset.open(keystore, () => http, { url: origin() });
+  const services = (await http.get<Array<{ uid: string; name: string }>>("/v1/services")).body;
+  const activated = await listActivated(device);
+  const form = h(
+    "form",
+    {
+      onsubmit: (event: Event) => {
+        event.preventDefault();
+        const { email, password, service } = formValues(form);
+        void attempt(async () => {
+          const session = await login(device!, { email: email!, password: password! });
+          const done = await activate(device!, session, service!);
+          await servicesScreen();
+          say(h("span", { class: "ok" }, `Activated ${done.serviceUid}: key ${done.fingerprint}`));
+        });
+      },
+    },
+    h(
+      "label",
+      {},
+      "Email",
+      h("input", { name: "email", type: "email", required: true, autocomplete: "username" }),
+    ),
+    h(
+      "label",
+      {},
+      "Password",
+      h("input", { name: "password", type: "password", required: true, autocomplete: "current-password" }),
+    ),
+    h(
+      "label",
+      {},
+      "Service",
+      h(
+        "select",
+        { name: "service" },
+        ...services.map((sv) => h("option", { value: sv.uid }, `${sv.name} (${sv.uid})`)),
+      ),
+    ),
+    h("button", { type: "submit", disabled: services.length === 0 }, "Activate"),
+  );
+  show(
+    servicesPanel,
+    h("h2", {}, "Services on this handset"),
+    h(
+      "p",
+      { class: "muted" },
+      `Handset ${device.id}. Each service's key is agreed by CPace with the one-time secret of a grant the service signed; the secret is never shown.`,
+    ),
+    activated.length === 0
+      ? h("p", { class: "muted" }, "No service activated yet.")
+      : h(
+          "ul",
+          { "data-testid": "activated" },
+          ...activated.map((a) =>
+            h(
+              "li",
+              {},
+              h("strong", {}, a.serviceUid),
+              " key ",
+              h("code", { "data-fingerprint": a.serviceUid }, a.fingerprint),
+            ),
+          ),
+        ),
+    form,
+  );
+}
+
 simScreen();
+await attempt(servicesScreen);
 if (app.registered) await inboxScreen();
 else registrationScreen();

@@ -341,22 +341,25 @@ export async function verifyAuditChain(database: Database): Promise<AuditVerific
 }
 
 /**
- * A page of the log in seq order, for the admin API: the first `limit` records after `afterSeq`,
- * or with `latest` the last `limit` records (after `afterSeq`) — what a console shows first.
+ * A page of the log in seq order, for the admin API: the first `limit` records after `afterSeq`
+ * (and before `beforeSeq`), or with `latest` the last `limit` of them — what a console shows first,
+ * and, with `beforeSeq` its oldest shown, the page before.
  */
 export async function listAudit(
   database: Database,
-  page: { afterSeq?: number; limit: number; latest?: boolean },
+  page: { afterSeq?: number; beforeSeq?: number; limit: number; latest?: boolean },
 ): Promise<AuditRecord[]> {
   const afterSeq = page.afterSeq ?? 0;
   if (!Number.isSafeInteger(afterSeq) || afterSeq < 0)
     throw new HandsafeError("audit.invalid_page", "afterSeq must be a whole number ≥ 0");
   if (!Number.isSafeInteger(page.limit) || page.limit < 1 || page.limit > MAX_LIST_LIMIT)
     throw new HandsafeError("audit.invalid_page", `limit must be a whole number from 1 to ${MAX_LIST_LIMIT}`);
-  const rows = await tables(database)
-    .selectFrom("audit_log")
-    .selectAll()
-    .where("seq", ">", afterSeq)
+  const beforeSeq = page.beforeSeq;
+  if (beforeSeq !== undefined && (!Number.isSafeInteger(beforeSeq) || beforeSeq < 1))
+    throw new HandsafeError("audit.invalid_page", "beforeSeq must be a whole number ≥ 1");
+  let query = tables(database).selectFrom("audit_log").selectAll().where("seq", ">", afterSeq);
+  if (beforeSeq !== undefined) query = query.where("seq", "<", beforeSeq);
+  const rows = await query
     .orderBy("seq", page.latest ? "desc" : "asc")
     .limit(page.limit)
     .execute();

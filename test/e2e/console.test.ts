@@ -343,13 +343,38 @@ describe.skipIf(!chromiumAvailable())(
     });
 
     it("shows the audit log's decisions and checks its chain", async () => {
+      // Enough records for more than one page: refused sender keys, each one audited.
+      const stranger = withHeaders(t.client(), { authorization: `Bearer hs_sk_${"x".repeat(43)}` });
+      for (let i = 0; i < 110; i++)
+        await stranger
+          .post("/v1/messages", { to: number, body: { type: "text", text: "no" } })
+          .catch(() => {});
       const page = await open("/console#/audit");
       await page.getByLabel("Admin token").fill(t.server.adminToken!);
       await page.getByRole("button", { name: "Sign in" }).click();
-      await page.locator("td", { hasText: "messaging.registration_confirm" }).first().waitFor();
-      await page.locator("td", { hasText: "messaging.sender_created" }).first().waitFor();
+      await page.locator("td", { hasText: "messaging.sender_auth" }).first().waitFor();
       await page.getByRole("button", { name: "Verify the hash chain" }).click();
       await page.getByTestId("audit-verdict").filter({ hasText: "chain intact" }).waitFor();
+      // Pages of 100, newest first, and back.
+      const { body: chain } = await t.admin.get<{ count: number }>("/v1/admin/audit/verify");
+      expect(chain.count).toBeGreaterThan(100);
+      const seqs = async () => (await page.locator("tbody tr td:first-child").allTextContents()).map(Number);
+      const newest = await seqs();
+      expect(newest).toHaveLength(100);
+      expect(newest[0]).toBe(chain.count);
+      await page.getByRole("button", { name: "Older records" }).click();
+      await page
+        .locator("tbody tr td:first-child", { hasText: String(newest.at(-1)! - 1) })
+        .first()
+        .waitFor();
+      const older = await seqs();
+      expect(older[0]).toBe(newest.at(-1)! - 1);
+      expect(older.at(-1)).toBe(Math.max(1, newest.at(-1)! - 100));
+      await page.getByRole("button", { name: "Newest" }).click();
+      await page
+        .locator("tbody tr td:first-child", { hasText: String(chain.count) })
+        .first()
+        .waitFor();
       await page.close();
     });
 

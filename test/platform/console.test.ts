@@ -91,5 +91,15 @@ describe("the console's files", () => {
     const first = (await built.admin.get<{ records: Array<{ seq: number }> }>("/v1/admin/audit?limit=2")).body
       .records;
     expect(first.map((r) => r.seq)).toEqual(all.slice(0, 2).map((r) => r.seq));
+    // The page before a seq: the newest records older than it, still in order.
+    const last = all.at(-1)!.seq;
+    const before = (
+      await built.admin.get<{ records: Array<{ seq: number }> }>(
+        `/v1/admin/audit?latest=true&limit=2&before=${last}`,
+      )
+    ).body.records;
+    expect(before.map((r) => r.seq)).toEqual([last - 2, last - 1]);
+    const refused = await built.admin.get("/v1/admin/audit?before=0").catch((e: unknown) => e);
+    expect(refused).toMatchObject({ status: 400 });
   });
 });

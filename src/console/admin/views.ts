@@ -534,8 +534,6 @@ const audit: View = {
   name: "audit",
   title: "Audit",
   async render(into, api) {
-    const { records } = (await api.get<{ records: AuditRecord[] }>("/v1/admin/audit?latest=true&limit=100"))
-      .body;
     const verdict = h("span", { "data-testid": "audit-verdict" });
     const verify = h(
       "button",
@@ -563,35 +561,53 @@ const audit: View = {
       },
       "Verify the hash chain",
     );
-    show(
-      into,
-      card(
-        "Audit log (newest first)",
-        h("p", {}, verify, " ", verdict),
-        table<AuditRecord>(
-          [
-            ["#", (r) => r.seq],
-            ["At", (r) => h("span", { class: "nowrap" }, when(r.at))],
-            ["Actor", (r) => h("code", {}, r.actor)],
-            ["Action", (r) => r.action],
-            ["Subject", (r) => (r.subject ? h("code", {}, r.subject) : "—")],
-            [
-              "Outcome",
-              (r) =>
-                h(
-                  "span",
-                  { class: r.outcome === "allow" ? "ok" : r.outcome === "deny" ? "error" : "" },
-                  r.outcome,
-                ),
-            ],
-            ["Details", (r) => h("code", { class: "muted details" }, JSON.stringify(r.details))],
-          ],
-          [...records].reverse(),
+    const page = h("div");
+    /** Shows the newest PAGE records before `before` (all the newest without), with a way further back. */
+    const showPage = async (before?: number) => {
+      const query = `latest=true&limit=${AUDIT_PAGE}${before === undefined ? "" : `&before=${before}`}`;
+      const { records } = (await api.get<{ records: AuditRecord[] }>(`/v1/admin/audit?${query}`)).body;
+      const oldest = records[0]?.seq;
+      show(
+        page,
+        auditTable(records),
+        h(
+          "p",
+          {},
+          before === undefined
+            ? null
+            : h("button", { class: "secondary", onclick: () => void showPage() }, "Newest"),
+          " ",
+          oldest !== undefined && oldest > 1
+            ? h("button", { class: "secondary", onclick: () => void showPage(oldest) }, "Older records")
+            : null,
         ),
-      ),
-    );
+      );
+    };
+    await showPage();
+    show(into, card("Audit log (newest first)", h("p", {}, verify, " ", verdict), page));
   },
 };
+
+const AUDIT_PAGE = 100;
+
+function auditTable(records: AuditRecord[]): HTMLElement {
+  return table<AuditRecord>(
+    [
+      ["#", (r) => r.seq],
+      ["At", (r) => h("span", { class: "nowrap" }, when(r.at))],
+      ["Actor", (r) => h("code", {}, r.actor)],
+      ["Action", (r) => r.action],
+      ["Subject", (r) => (r.subject ? h("code", {}, r.subject) : "—")],
+      [
+        "Outcome",
+        (r) =>
+          h("span", { class: r.outcome === "allow" ? "ok" : r.outcome === "deny" ? "error" : "" }, r.outcome),
+      ],
+      ["Details", (r) => h("code", { class: "muted details" }, JSON.stringify(r.details))],
+    ],
+    [...records].reverse(),
+  );
+}
 
 export const VIEWS: readonly View[] = [
   overview,

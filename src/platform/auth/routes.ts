@@ -84,6 +84,7 @@ export function registerAuthRoutes(app: App, platform: Platform, options: { allo
         security: [{ bearer: [] }],
         querystring: Type.Object({
           after: Type.Optional(Type.String({ pattern: "^[0-9]{1,15}$" })),
+          before: Type.Optional(Type.String({ pattern: "^[1-9][0-9]{0,14}$" })),
           limit: Type.Optional(Type.String({ pattern: "^[0-9]{1,4}$" })),
           latest: Type.Optional(Type.Union([Type.Literal("true"), Type.Literal("false")])),
         }),
@@ -94,6 +95,7 @@ export function registerAuthRoutes(app: App, platform: Platform, options: { allo
       return {
         records: await listAudit(platform.database, {
           afterSeq: Number(request.query.after ?? 0),
+          ...(request.query.before === undefined ? {} : { beforeSeq: Number(request.query.before) }),
           limit: Math.min(1000, Math.max(1, Number(request.query.limit ?? 100))),
           latest: request.query.latest === "true",
         }),

@@ -2,8 +2,9 @@
  * The console's views: each renders into its element from the admin API and nothing else. A view
  * with `refreshMs` is rendered again on that period while it is on screen (campaign progress).
  */
-import type { HttpClient } from "../../handset/http-client.ts";
 // Types only (erased from the bundle): the answers' shapes as the server's routes define them.
+import type { BackupService } from "../../backup/server.ts";
+import type { HttpClient } from "../../handset/http-client.ts";
 import type { AuditRecord } from "../../platform/audit.ts";
 import type { CampaignView } from "../../updates/campaigns/server.ts";
 import { errorLine, formValues, h, progress, show, table, when } from "../shared/dom.ts";
@@ -326,17 +327,8 @@ const trustzone: View = {
 
 // --- backup storage ------------------------------------------------------------------------------
 
-interface BackupUsage {
-  quotaBytes: number;
-  accounts: Array<{
-    id: string;
-    handle: string | null;
-    createdAt: number;
-    bytesUsed: number;
-    backups: number;
-    lastBackupAt: number | null;
-  }>;
-}
+/** GET /v1/admin/backup/accounts, as the backup service answers it. */
+type BackupUsage = Awaited<ReturnType<BackupService["accountUsage"]>>;
 
 const backups: View = {
   name: "backups",

@@ -18,6 +18,7 @@ import { build } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BackupTables } from "../../src/backup/store.ts";
 import { runBackupDemo } from "../../src/cli/demo-backup.ts";
+import { randomImei } from "../../src/cli/demo-data.ts";
 import { runTrustzoneDemo } from "../../src/cli/demo-trustzone.ts";
 import { runUpdatesDemo } from "../../src/cli/demo-updates.ts";
 import { type HttpClient, withHeaders } from "../../src/handset/http-client.ts";
@@ -310,6 +311,36 @@ describe.skipIf(!chromiumAvailable())(
       await page.getByRole("link", { name: "Devices" }).click();
       await page.locator("td", { hasText: result.model }).first().waitFor();
       expect(await page.locator("td", { hasText: result.model }).count()).toBe(3);
+      await page.close();
+    });
+
+    it("pages the device registry by 100", async () => {
+      const rows = Array.from({ length: 100 }, () => ({
+        model: "HS-PAGED",
+        hardware_id: randomImei(),
+        firmware_version: "1.0.0",
+      }));
+      const { body: imported } = await t.admin.post<{ accepted: number }>("/v1/admin/devices/batches", rows);
+      expect(imported.accepted).toBe(100);
+      const { body: all } = await t.admin.get<{ devices: Array<{ id: string }> }>(
+        "/v1/admin/devices?limit=1000",
+      );
+      const ids = all.devices.map((d) => d.id);
+      expect(ids.length).toBeGreaterThan(100);
+      const page = await open("/console#/devices");
+      await page.getByLabel("Admin token").fill(t.server.adminToken!);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      const shown = () => page.locator("tbody tr td:first-child").allTextContents();
+      await page.getByRole("heading", { name: "Devices: page 1 (100)" }).waitFor();
+      expect(await shown()).toEqual(ids.slice(0, 100));
+      await page.getByRole("button", { name: "Next" }).click();
+      await page
+        .getByRole("heading", { name: `Devices: page 2 (${Math.min(100, ids.length - 100)})` })
+        .waitFor();
+      expect(await shown()).toEqual(ids.slice(100, 200));
+      await page.getByRole("button", { name: "Previous" }).click();
+      await page.getByRole("heading", { name: "Devices: page 1 (100)" }).waitFor();
+      expect(await shown()).toEqual(ids.slice(0, 100));
       await page.close();
     });
 

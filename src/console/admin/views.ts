@@ -21,21 +21,53 @@ const card = (title: string, ...children: Array<Node | string | null>) =>
 
 type Columns<T> = Parameters<typeof table<T>>[0];
 
-/** A view that is one card with one table of what `load` reads from the admin API. */
+/**
+ * A view that is one card with one table of what `load` reads from the admin API. With `pageSize`,
+ * `load` reads one page after a cursor (the `cursor` of the previous page's last item) and the card
+ * has "Previous" / "Next" buttons.
+ */
 function tableView<T>(v: {
   name: string;
   title: string;
-  heading: (items: T[]) => string;
-  load: (api: HttpClient) => Promise<T[]>;
+  heading: (items: T[], page: number) => string;
+  load: (api: HttpClient, after?: string) => Promise<T[]>;
   columns: Columns<T>;
   empty: string;
+  pageSize?: number;
+  cursor?: (item: T) => string;
 }): View {
   return {
     name: v.name,
     title: v.title,
     async render(into, api) {
-      const items = await v.load(api);
-      show(into, card(v.heading(items), table<T>(v.columns, items, v.empty)));
+      // The cursor each page starts after: page 1 starts at the beginning.
+      const starts: Array<string | undefined> = [undefined];
+      const showPage = async (page: number) => {
+        const items = await v.load(api, starts[page]);
+        const full = v.pageSize !== undefined && v.cursor !== undefined && items.length === v.pageSize;
+        if (full) starts[page + 1] = v.cursor!(items.at(-1)!);
+        show(
+          into,
+          card(
+            v.heading(items, page + 1),
+            table<T>(v.columns, items, v.empty),
+            page > 0 || full
+              ? h(
+                  "p",
+                  {},
+                  page > 0
+                    ? h("button", { class: "secondary", onclick: () => void showPage(page - 1) }, "Previous")
+                    : null,
+                  " ",
+                  full
+                    ? h("button", { class: "secondary", onclick: () => void showPage(page + 1) }, "Next")
+                    : null,
+                )
+              : null,
+          ),
+        );
+      };
+      await showPage(0);
     },
   };
 }
@@ -95,11 +127,20 @@ interface Device {
   createdAt: number;
 }
 
+const DEVICE_PAGE = 100;
+
 const devices = tableView<Device>({
   name: "devices",
   title: "Devices",
-  heading: (items) => `Devices (${items.length})`,
-  load: async (api) => (await api.get<{ devices: Device[] }>("/v1/admin/devices?limit=1000")).body.devices,
+  heading: (items, page) => `Devices: page ${page} (${items.length})`,
+  pageSize: DEVICE_PAGE,
+  cursor: (d) => d.id,
+  load: async (api, after) =>
+    (
+      await api.get<{ devices: Device[] }>(
+        `/v1/admin/devices?limit=${DEVICE_PAGE}${after === undefined ? "" : `&after=${encodeURIComponent(after)}`}`,
+      )
+    ).body.devices,
   columns: [
     ["Device", (d) => h("code", {}, d.id)],
     ["Model", (d) => d.model],

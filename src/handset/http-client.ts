@@ -127,11 +127,8 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
       { status: 0 },
     );
 
-  async function request<T>(
-    method: string,
-    path: string,
-    opts: RequestOptions = {},
-  ): Promise<HttpResponse<T>> {
+  /** The transport request for a call: one place checks the method and path and builds the headers. */
+  function prepare(method: string, path: string, opts: RequestOptions): TransportRequest {
     if (!METHOD.test(method))
       throw new HandsafeError("transport.invalid_request", `bad HTTP method ${method}`);
     const headers: Record<string, string> = { accept: "application/json" };
@@ -141,13 +138,21 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
       body = utf8(JSON.stringify(opts.json));
     }
     for (const [k, v] of Object.entries(opts.headers ?? {})) headers[k.toLowerCase()] = v;
-    const response = await transport.send({
+    return {
       method,
       url: baseUrl + checkPath(path),
       headers,
       ...(body === undefined ? {} : { body }),
       ...(opts.signal === undefined ? {} : { signal: opts.signal }),
-    });
+    };
+  }
+
+  async function request<T>(
+    method: string,
+    path: string,
+    opts: RequestOptions = {},
+  ): Promise<HttpResponse<T>> {
+    const response = await transport.send(prepare(method, path, opts));
     const parsed = parseBody(response);
     if (response.status >= 400) throw errorOf(method, path, response.status, parsed);
     return { status: response.status, headers: response.headers, body: parsed as T };
@@ -160,18 +165,8 @@ export function createHttpClient(options: HttpClientOptions): HttpClient {
     request,
     ...(streaming
       ? {
-          stream: (method: string, path: string, opts: Omit<RequestOptions, "json"> = {}) => {
-            if (!METHOD.test(method))
-              throw new HandsafeError("transport.invalid_request", `bad HTTP method ${method}`);
-            const headers: Record<string, string> = {};
-            for (const [k, v] of Object.entries(opts.headers ?? {})) headers[k.toLowerCase()] = v;
-            return streaming({
-              method,
-              url: baseUrl + checkPath(path),
-              headers,
-              ...(opts.signal === undefined ? {} : { signal: opts.signal }),
-            });
-          },
+          stream: (method: string, path: string, opts: Omit<RequestOptions, "json"> = {}) =>
+            streaming(prepare(method, path, opts)),
         }
       : {}),
     get: (path, opts) => request("GET", path, opts),

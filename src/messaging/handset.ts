@@ -444,16 +444,21 @@ export class MessagingApp {
    * Holds this handset's push stream open (docs/protocols/messaging.md §Push) and calls
    * `onMessage` with each message id the server announces — and once with none each time the
    * stream (re)connects, so that the caller pulls what arrived while it was away. Reconnects after
-   * a break with doubling delays (1 s up to 30 s); a refusal (4xx: a key replaced, a signature too
-   * old) is reported to `onEvent` and retried the same way, since a fresh signature may pass.
-   * Needs an HttpClient that can stream (the Node transport, or fetch in a browser).
+   * a break with doubling delays (1 s up to 30 s). A refusal (4xx: a key replaced, a clock off by
+   * more than the signature window) stops it, as management's push subscriber does: `onEvent` gets
+   * `stopped`, and `connected()` rejects if it had not connected yet — retrying could not help.
+   * Needs a registered app and an HttpClient that can stream (the Node transport, or fetch).
    */
   subscribe(options: {
     onMessage: (messageId: string | undefined) => void;
     onEvent?: (
-      event: { kind: "connected" } | { kind: "disconnected"; error: HandsafeError; retryInMs: number },
+      event:
+        | { kind: "connected" }
+        | { kind: "disconnected"; error: HandsafeError; retryInMs: number }
+        | { kind: "stopped"; error: HandsafeError },
     ) => void;
   }): { connected(): Promise<void>; close(): Promise<void> } {
+    this.requireRegistered();
     const http = this.options.http;
     if (!http.stream)
       throw new HandsafeError("transport.invalid_options", "the push stream needs a streaming transport", {
@@ -463,9 +468,13 @@ export class MessagingApp {
     let retryMs = 1000;
     let closed = false;
     let markConnected: () => void = () => {};
-    const connectedOnce = new Promise<void>((resolve) => {
+    let refused: (error: HandsafeError) => void = () => {};
+    const connectedOnce = new Promise<void>((resolve, reject) => {
       markConnected = resolve;
+      refused = reject;
     });
+    // Handled here too: a caller that never asks for connected() gets no unhandled rejection.
+    connectedOnce.catch(() => {});
     const once = async (): Promise<void> => {
       const headers = await this.signatureHeaders("GET", INBOX_EVENTS_PATH);
       const res = await http.stream!("GET", INBOX_EVENTS_PATH, {
@@ -521,15 +530,24 @@ export class MessagingApp {
           const error = isHandsafeError(e)
             ? e
             : new HandsafeError("transport.unreachable", String(e), { status: 0 });
+          if (error.status >= 400 && error.status < 500) {
+            options.onEvent?.({ kind: "stopped", error });
+            refused(error);
+            return;
+          }
           const wait = Math.round(retryMs * (0.75 + Math.random() * 0.5));
           options.onEvent?.({ kind: "disconnected", error, retryInMs: wait });
           retryMs = Math.min(30_000, retryMs * 2);
           await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, wait);
-            abort.signal.addEventListener("abort", () => {
+            const wake = () => {
               clearTimeout(timer);
               resolve();
-            });
+            };
+            const timer = setTimeout(() => {
+              abort.signal.removeEventListener("abort", wake);
+              resolve();
+            }, wait);
+            abort.signal.addEventListener("abort", wake, { once: true });
           });
         }
       }

@@ -107,6 +107,31 @@ describe.each(databaseKinds)("the messaging push stream on %s", (kind) => {
       }
     });
 
+    it("a refused subscription stops and says why; an app with no number cannot subscribe", async () => {
+      const keystore = new MemoryKeystore();
+      const phone = await t.handset("+447911123505", keystore);
+      await phone.registerByServerCode("phone");
+      // The same handset with a clock an hour slow: every signature it makes is stale.
+      const slow = await MessagingApp.open({
+        http: t.anonymous,
+        keystore,
+        clock: () => t.clock.ms - 3_600_000,
+      });
+      const events: string[] = [];
+      const subscription = slow.subscribe({
+        onMessage: () => {},
+        onEvent: (e) => events.push(e.kind === "connected" ? e.kind : `${e.kind} ${e.error.code}`),
+      });
+      await expect(subscription.connected()).rejects.toMatchObject({ code: "signature.stale", status: 401 });
+      await subscription.close();
+      expect(events).toEqual(["stopped signature.stale"]);
+
+      const stranger = await MessagingApp.open({ http: t.anonymous, keystore: new MemoryKeystore() });
+      expect(() => stranger.subscribe({ onMessage: () => {} })).toThrow(
+        expect.objectContaining({ code: "messaging.not_registered" }),
+      );
+    });
+
     it("refuses the stream without a registered handset's signature", async () => {
       const res = await t.anonymous.request("GET", INBOX_EVENTS_PATH).catch((e: unknown) => e);
       expect(res).toMatchObject({ status: 401 });

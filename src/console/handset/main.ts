@@ -245,7 +245,15 @@ async function inboxScreen(): Promise<void> {
   list.before(h("p", {}, "Push: ", live));
   pushed = app.subscribe({
     onMessage: () => void refresh(),
-    onEvent: (e) => show(live, e.kind === "connected" ? "live" : `reconnecting (${e.error.code})`),
+    onEvent: (e) =>
+      show(
+        live,
+        e.kind === "connected"
+          ? "live"
+          : e.kind === "stopped"
+            ? `stopped (${e.error.code}): refreshing every 30 s`
+            : `reconnecting (${e.error.code})`,
+      ),
   });
 }
 

@@ -244,7 +244,11 @@ export function createNodeTransport(options: NodeTransportOptions = {}): Streami
             headers: out,
             body: (async function* () {
               try {
-                for await (const chunk of res) yield new Uint8Array(chunk as Buffer);
+                // A view, not a copy: a stream never reuses a chunk it has emitted.
+                for await (const chunk of res) {
+                  const b = chunk as Buffer;
+                  yield new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+                }
               } catch (e) {
                 throw mapError(e, req);
               } finally {

@@ -1,0 +1,18 @@
+import { startBenchServer } from "../bench/server.ts";
+const { server, close } = await startBenchServer("svc", { HANDSAFE_SMS_PER_NUMBER_PER_HOUR: "0", HANDSAFE_MESSAGING_REGISTRATION_RATE_LIMIT: "0" });
+const svc = server.messaging.service;
+const created = await svc.createSender({ name: "Bench" }, "admin");
+const sender = await svc.authenticateSender(created.apiKey, "1.2.3.4");
+let seq = 0;
+const nextNumber = () => `+49151${String(10_000_000 + (seq++ % 89_999_999)).slice(-8)}`;
+const text = { type: "text", text: "Your test results are ready: please call the clinic. ".repeat(3) };
+for (let i = 0; i < 200; i++) await svc.sendMessage(sender, { to: nextNumber(), body: text });
+const { Session } = await import("node:inspector/promises");
+const s = new Session(); s.connect(); await s.post("Profiler.enable"); await s.post("Profiler.start");
+const end = performance.now() + 3000; let n = 0;
+await Promise.all(Array.from({ length: 8 }, async () => { while (performance.now() < end) { await svc.sendMessage(sender, { to: nextNumber(), body: text }); n++; } }));
+const { profile } = await s.post("Profiler.stop");
+const { writeFileSync, mkdirSync } = await import("node:fs"); mkdirSync("/tmp/prof2", { recursive: true });
+writeFileSync("/tmp/prof2/a.cpuprofile", JSON.stringify(profile));
+console.log(n / 3, "/s");
+await close();

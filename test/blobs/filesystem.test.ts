@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isHandsafeError } from "../../src/core/errors.ts";
-import { createFilesystemBlobStore } from "../../src/platform/blobs/filesystem.ts";
+import { createFilesystemBlobStore, ProgressiveFlush } from "../../src/platform/blobs/filesystem.ts";
 import type { BlobStore } from "../../src/platform/blobs/types.ts";
 import { describeBlobStoreContract } from "./contract.ts";
 
@@ -198,6 +198,77 @@ describe("filesystem blob store", () => {
       clearInterval(sample);
     }
   }, 60_000);
+});
+
+describe("ProgressiveFlush (a blob flushed to disk as it grows)", () => {
+  /** A file whose datasync calls are counted and held until released. */
+  function heldFile(fail?: Error) {
+    const calls: Array<() => void> = [];
+    return {
+      calls,
+      file: {
+        datasync: () =>
+          new Promise<void>((resolve, reject) => {
+            calls.push(() => (fail ? reject(fail) : resolve()));
+          }),
+      },
+    };
+  }
+  const tick = () => new Promise((r) => setImmediate(r));
+
+  it("starts one flush per `every` bytes written, never two at once, and settle waits for it", async () => {
+    const { calls, file } = heldFile();
+    const flush = new ProgressiveFlush(file, 100);
+    flush.wrote(60);
+    expect(calls).toHaveLength(0);
+    flush.wrote(60);
+    expect(calls).toHaveLength(1);
+    // Still running: more bytes start no second flush.
+    flush.wrote(500);
+    expect(calls).toHaveLength(1);
+    calls[0]!();
+    await tick();
+    flush.wrote(100);
+    expect(calls).toHaveLength(2);
+    let settled = false;
+    const settling = flush.settle().then(() => {
+      settled = true;
+    });
+    await tick();
+    expect(settled).toBe(false);
+    calls[1]!();
+    await settling;
+    expect(settled).toBe(true);
+  });
+
+  it("a background flush that failed fails settle, and starts no more", async () => {
+    const { calls, file } = heldFile(new Error("EIO"));
+    const flush = new ProgressiveFlush(file, 10);
+    flush.wrote(10);
+    calls[0]!();
+    await tick();
+    flush.wrote(100);
+    expect(calls).toHaveLength(1);
+    await expect(flush.settle()).rejects.toThrow("EIO");
+  });
+
+  it("a put of more than the flush interval stores every byte", async () => {
+    const root = mkdtempSync(join(tmpdir(), "handsafe-flush-"));
+    try {
+      const store = createFilesystemBlobStore(root);
+      const data = randomBytes(40 * 1024 * 1024);
+      const info = await store.put(
+        "big/flushed",
+        (async function* () {
+          for (let at = 0; at < data.length; at += 1024 * 1024) yield data.subarray(at, at + 1024 * 1024);
+        })(),
+      );
+      expect(info.sha256).toBe(createHash("sha256").update(data).digest("hex"));
+      expect((await collect(store.get("big/flushed"))).equals(data)).toBe(true);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
 });
 
 const contractDirs: string[] = [];

@@ -446,6 +446,41 @@ describe.skipIf(!chromiumAvailable())(
       await page.close();
     });
 
+    it("pages the backup accounts by 100", async () => {
+      // Accounts as the registration stores them (the listing reads this table alone).
+      await (t.server.platform.db as Kysely<BackupTables>)
+        .insertInto("backup_accounts")
+        .values(
+          Array.from({ length: 110 }, (_, i) => ({
+            id: `acct_paged${String(i).padStart(4, "0")}${"x".repeat(13)}`,
+            signing_key: new Uint8Array(32),
+            recipient: "age1paged",
+            handle: null,
+            created_at: Date.now(),
+            bytes_used: i,
+          })),
+        )
+        .execute();
+      const { body } = await t.admin.get<{ accounts: Array<{ id: string }> }>(
+        "/v1/admin/backup/accounts?limit=1000",
+      );
+      const ids = body.accounts.map((a) => a.id);
+      expect(ids.length).toBeGreaterThan(110);
+      const page = await open("/console#/backups");
+      await page.getByLabel("Admin token").fill(t.server.adminToken!);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      const shown = () => page.locator("tbody tr td:first-child").allTextContents();
+      await page.getByRole("heading", { name: "Backup accounts: page 1 (100)" }).waitFor();
+      expect(await shown()).toEqual(ids.slice(0, 100));
+      await page.getByRole("button", { name: "Next" }).click();
+      await page.getByRole("heading", { name: `Backup accounts: page 2 (${ids.length - 100})` }).waitFor();
+      expect(await shown()).toEqual(ids.slice(100, 200));
+      await page.getByRole("button", { name: "Previous" }).click();
+      await page.getByRole("heading", { name: "Backup accounts: page 1 (100)" }).waitFor();
+      expect(await shown()).toEqual(ids.slice(0, 100));
+      await page.close();
+    });
+
     it("left no script error in any page", () => {
       expect(pageErrors).toEqual([]);
     });

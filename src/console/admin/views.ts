@@ -30,6 +30,8 @@ function tableView<T>(v: {
   name: string;
   title: string;
   heading: (items: T[], page: number) => string;
+  /** A line under the heading. */
+  note?: string;
   load: (api: HttpClient, after?: string) => Promise<T[]>;
   columns: Columns<T>;
   empty: string;
@@ -50,22 +52,25 @@ function tableView<T>(v: {
           into,
           card(
             v.heading(items, page + 1),
+            v.note === undefined ? null : h("p", { class: "muted" }, v.note),
             table<T>(v.columns, items, v.empty),
             page > 0 || full
               ? h(
                   "p",
                   {},
                   page > 0
-                    ? h("button", { class: "secondary", onclick: () => void showPage(page - 1) }, "Previous")
+                    ? h("button", { class: "secondary", onclick: () => turn(page - 1) }, "Previous")
                     : null,
                   " ",
-                  full
-                    ? h("button", { class: "secondary", onclick: () => void showPage(page + 1) }, "Next")
-                    : null,
+                  full ? h("button", { class: "secondary", onclick: () => turn(page + 1) }, "Next") : null,
                 )
               : null,
           ),
         );
+      };
+      // A page that fails to load (the server refused, the connection dropped) says why in place.
+      const turn = (page: number) => {
+        showPage(page).catch((e: unknown) => show(into, errorLine(e)));
       };
       await showPage(0);
     },
@@ -371,44 +376,42 @@ const trustzone: View = {
 /** GET /v1/admin/backup/accounts, as the backup service answers it. */
 type BackupUsage = Awaited<ReturnType<BackupService["accountUsage"]>>;
 
-const backups: View = {
+const BACKUP_PAGE = 100;
+
+/** The quota every account is shown against: the server's answer to the page last loaded. */
+let backupQuota = 0;
+
+const backups = tableView<BackupUsage["accounts"][number]>({
   name: "backups",
   title: "Backups",
-  async render(into, api) {
-    const { quotaBytes, accounts } = (await api.get<BackupUsage>("/v1/admin/backup/accounts?limit=1000"))
-      .body;
-    show(
-      into,
-      card(
-        `Backup accounts (${accounts.length}): storage used of the ${mib(quotaBytes)} quota`,
-        h(
-          "p",
-          { class: "muted" },
-          "The server holds only ciphertext and signed envelopes: sizes and counts are all it can show.",
-        ),
-        table<BackupUsage["accounts"][number]>(
-          [
-            ["Account", (a) => h("code", {}, a.id)],
-            ["Handle", (a) => a.handle ?? "—"],
-            [
-              "Storage",
-              (a) =>
-                h(
-                  "div",
-                  { "data-testid": `usage-${a.id}` },
-                  progress(a.bytesUsed, quotaBytes, `${mib(a.bytesUsed)} of ${mib(quotaBytes)}`),
-                ),
-            ],
-            ["Backups", (a) => a.backups],
-            ["Last backup", (a) => h("span", { class: "nowrap" }, when(a.lastBackupAt))],
-          ],
-          accounts,
-          "No backup account yet (handsafe backup init …).",
-        ),
-      ),
-    );
+  heading: (items, page) =>
+    `Backup accounts: page ${page} (${items.length}), storage used of the ${mib(backupQuota)} quota`,
+  note: "The server holds only ciphertext and signed envelopes: sizes and counts are all it can show.",
+  pageSize: BACKUP_PAGE,
+  cursor: (a) => a.id,
+  load: async (api, after) => {
+    const query = `limit=${BACKUP_PAGE}${after === undefined ? "" : `&after=${encodeURIComponent(after)}`}`;
+    const { quotaBytes, accounts } = (await api.get<BackupUsage>(`/v1/admin/backup/accounts?${query}`)).body;
+    backupQuota = quotaBytes;
+    return accounts;
   },
-};
+  columns: [
+    ["Account", (a) => h("code", {}, a.id)],
+    ["Handle", (a) => a.handle ?? "—"],
+    [
+      "Storage",
+      (a) =>
+        h(
+          "div",
+          { "data-testid": `usage-${a.id}` },
+          progress(a.bytesUsed, backupQuota, `${mib(a.bytesUsed)} of ${mib(backupQuota)}`),
+        ),
+    ],
+    ["Backups", (a) => a.backups],
+    ["Last backup", (a) => h("span", { class: "nowrap" }, when(a.lastBackupAt))],
+  ],
+  empty: "No backup account yet (handsafe backup init …).",
+});
 
 // --- messaging senders ---------------------------------------------------------------------------
 

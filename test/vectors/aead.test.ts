@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { concatBytes, fromHex, toHex, utf8 } from "../../src/core/codec/bytes.ts";
-import { aesGcmOpen, aesGcmSeal, chachaOpen, chachaSeal } from "../../src/core/crypto/aead.ts";
+import {
+  aesGcmOpen,
+  aesGcmSeal,
+  chachaOpen,
+  chachaSeal,
+  chachaSealDetached,
+} from "../../src/core/crypto/aead.ts";
 import { backend as nodeBackend } from "../../src/core/crypto/backend/node.ts";
 import type { CryptoBackend } from "../../src/core/crypto/backend/types.ts";
 import { backend as webBackend } from "../../src/core/crypto/backend/web.ts";
@@ -30,6 +36,20 @@ const suites: Suite[] = [
     vectors: chachaVectors.cases,
     seal: chachaSeal,
     open: chachaOpen,
+  },
+  {
+    // The STREAM chunks of age (core/age/stream.ts) are sealed in this form.
+    name: "ChaCha20-Poly1305 (RFC 8439, public API, detached ciphertext and tag)",
+    vectors: chachaVectors.cases,
+    seal: (key, nonce, plaintext, aad) => concatBytes(...chachaSealDetached(key, nonce, plaintext, aad)),
+    open: chachaOpen,
+  },
+  {
+    name: "ChaCha20-Poly1305 (RFC 8439, node backend, detached ciphertext and tag)",
+    vectors: chachaVectors.cases,
+    seal: (key, nonce, plaintext, aad) =>
+      concatBytes(...nodeBackend.chacha20poly1305SealDetached!(key, nonce, plaintext, aad)),
+    open: nodeBackend.chacha20poly1305Open,
   },
   ...backends.flatMap((b): Suite[] => [
     {

@@ -1,4 +1,4 @@
-import { chachaOpen, chachaSeal } from "../crypto/aead.ts";
+import { chachaOpen, chachaSealDetached } from "../crypto/aead.ts";
 import { hkdfSha256 } from "../crypto/hkdf.ts";
 import { isHandsafeError } from "../errors.ts";
 import { AGE_ERRORS, ageError } from "./errors.ts";
@@ -33,7 +33,11 @@ export function chunkNonce(counter: number, last: boolean): Uint8Array {
   return nonce;
 }
 
-/** Seals `plaintext` chunk by chunk: yields one sealed chunk (≤ 64 KiB + 16) at a time. */
+/**
+ * Seals `plaintext` chunk by chunk, holding one chunk: yields each sealed chunk as two pieces, its
+ * ciphertext (≤ 64 KiB) then its 16-byte tag — together the chunk's bytes, without copying the
+ * ciphertext once more to join them.
+ */
 export async function* encryptPayload(
   key: Uint8Array,
   plaintext: AsyncIterable<Uint8Array>,
@@ -46,7 +50,7 @@ export async function* encryptPayload(
     while (at < piece.length) {
       // A full buffer is sealed as non-final only once we know more plaintext follows.
       if (filled === CHUNK_SIZE) {
-        yield chachaSeal(key, chunkNonce(counter++, false), buffer);
+        yield* chachaSealDetached(key, chunkNonce(counter++, false), buffer);
         filled = 0;
       }
       const n = Math.min(CHUNK_SIZE - filled, piece.length - at);
@@ -55,7 +59,7 @@ export async function* encryptPayload(
       at += n;
     }
   }
-  yield chachaSeal(key, chunkNonce(counter, true), buffer.subarray(0, filled));
+  yield* chachaSealDetached(key, chunkNonce(counter, true), buffer.subarray(0, filled));
 }
 
 function open(key: Uint8Array, counter: number, last: boolean, sealed: Uint8Array): Uint8Array | undefined {

@@ -52,6 +52,21 @@ export function chachaSeal(
   return backend.chacha20poly1305Seal(key, nonce, plaintext, aad);
 }
 
+/** The same seal as `[ciphertext, tag]` (concatenated, they are `chachaSeal`'s output). */
+export function chachaSealDetached(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad?: Uint8Array,
+): [Uint8Array, Uint8Array] {
+  check(key, nonce);
+  if (backend.chacha20poly1305SealDetached)
+    return backend.chacha20poly1305SealDetached(key, nonce, plaintext, aad);
+  const sealed = backend.chacha20poly1305Seal(key, nonce, plaintext, aad);
+  const split = sealed.length - AEAD_TAG_LENGTH;
+  return [sealed.subarray(0, split), sealed.subarray(split)];
+}
+
 export function chachaOpen(
   key: Uint8Array,
   nonce: Uint8Array,

@@ -105,6 +105,24 @@ function seal(
   return plain(Buffer.concat([head, tail, cipher.getAuthTag()]));
 }
 
+/** ChaCha20-Poly1305 as [ciphertext, tag]: an AEAD's final() adds no bytes, so nothing is joined. */
+function sealDetached(
+  key: Uint8Array,
+  nonce: Uint8Array,
+  plaintext: Uint8Array,
+  aad?: Uint8Array,
+): [Uint8Array, Uint8Array] {
+  checkAeadParameters(key, nonce);
+  const cipher = nodeCrypto.createCipheriv("chacha20-poly1305", key, nonce, {
+    authTagLength: AEAD_TAG_LENGTH,
+  });
+  if (aad !== undefined && aad.length > 0) cipher.setAAD(aad, { plaintextLength: plaintext.length });
+  const head = cipher.update(plaintext);
+  const tail = cipher.final();
+  const ciphertext = tail.length === 0 ? head : Buffer.concat([head, tail]);
+  return [plain(ciphertext), plain(cipher.getAuthTag())];
+}
+
 function open(
   algorithm: AeadName,
   key: Uint8Array,
@@ -230,4 +248,5 @@ export const backend = {
   chacha20poly1305Open(key, nonce, sealed, aad) {
     return open("chacha20-poly1305", key, nonce, sealed, aad);
   },
+  chacha20poly1305SealDetached: sealDetached,
 } satisfies CryptoBackend;

@@ -64,6 +64,16 @@ export interface CryptoBackend {
     aad?: Uint8Array,
   ): Uint8Array;
   chacha20poly1305Open(key: Uint8Array, nonce: Uint8Array, sealed: Uint8Array, aad?: Uint8Array): Uint8Array;
+  /**
+   * The same seal as `[ciphertext, tag]`, for a backend that can give them without joining them
+   * (a large chunk then is not copied once more); aead.ts splits the joined form otherwise.
+   */
+  chacha20poly1305SealDetached?(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    plaintext: Uint8Array,
+    aad?: Uint8Array,
+  ): [Uint8Array, Uint8Array];
 }
 
 /** Tag length of both AEADs (AES-GCM with a full tag; Poly1305). */

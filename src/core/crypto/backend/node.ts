@@ -86,13 +86,17 @@ function checkAeadParameters(key: Uint8Array, nonce: Uint8Array): void {
 
 type AeadName = "aes-256-gcm" | "chacha20-poly1305";
 
-function seal(
+/**
+ * An AEAD seal as `[ciphertext, tag]`. An AEAD's final() adds no bytes, so the ciphertext is
+ * update()'s output itself and nothing is joined (the STREAM chunks of age take it so).
+ */
+function sealParts(
   algorithm: AeadName,
   key: Uint8Array,
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad?: Uint8Array,
-): Uint8Array {
+): [Uint8Array, Uint8Array] {
   checkAeadParameters(key, nonce);
   const options = { authTagLength: AEAD_TAG_LENGTH };
   const cipher =
@@ -102,25 +106,22 @@ function seal(
   if (aad !== undefined && aad.length > 0) cipher.setAAD(aad);
   const head = cipher.update(plaintext);
   const tail = cipher.final();
-  return plain(Buffer.concat([head, tail, cipher.getAuthTag()]));
+  return [plain(tail.length === 0 ? head : Buffer.concat([head, tail])), plain(cipher.getAuthTag())];
 }
 
-/** ChaCha20-Poly1305 as [ciphertext, tag]: an AEAD's final() adds no bytes, so nothing is joined. */
-function sealDetached(
+/** `ciphertext || tag`. */
+function seal(
+  algorithm: AeadName,
   key: Uint8Array,
   nonce: Uint8Array,
   plaintext: Uint8Array,
   aad?: Uint8Array,
-): [Uint8Array, Uint8Array] {
-  checkAeadParameters(key, nonce);
-  const cipher = nodeCrypto.createCipheriv("chacha20-poly1305", key, nonce, {
-    authTagLength: AEAD_TAG_LENGTH,
-  });
-  if (aad !== undefined && aad.length > 0) cipher.setAAD(aad, { plaintextLength: plaintext.length });
-  const head = cipher.update(plaintext);
-  const tail = cipher.final();
-  const ciphertext = tail.length === 0 ? head : Buffer.concat([head, tail]);
-  return [plain(ciphertext), plain(cipher.getAuthTag())];
+): Uint8Array {
+  const [ciphertext, tag] = sealParts(algorithm, key, nonce, plaintext, aad);
+  const out = new Uint8Array(ciphertext.length + tag.length);
+  out.set(ciphertext);
+  out.set(tag, ciphertext.length);
+  return out;
 }
 
 function open(
@@ -248,5 +249,7 @@ export const backend = {
   chacha20poly1305Open(key, nonce, sealed, aad) {
     return open("chacha20-poly1305", key, nonce, sealed, aad);
   },
-  chacha20poly1305SealDetached: sealDetached,
+  chacha20poly1305SealDetached(key, nonce, plaintext, aad) {
+    return sealParts("chacha20-poly1305", key, nonce, plaintext, aad);
+  },
 } satisfies CryptoBackend;

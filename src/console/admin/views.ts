@@ -378,22 +378,22 @@ type BackupUsage = Awaited<ReturnType<BackupService["accountUsage"]>>;
 
 const BACKUP_PAGE = 100;
 
-/** The quota every account is shown against: the server's answer to the page last loaded. */
-let backupQuota = 0;
+/** An account's row, with the quota the server answered its page with (the same for all). */
+type BackupRow = BackupUsage["accounts"][number] & { quotaBytes: number };
 
-const backups = tableView<BackupUsage["accounts"][number]>({
+const backups = tableView<BackupRow>({
   name: "backups",
   title: "Backups",
   heading: (items, page) =>
-    `Backup accounts: page ${page} (${items.length}), storage used of the ${mib(backupQuota)} quota`,
+    `Backup accounts: page ${page} (${items.length})` +
+    (items[0] ? `, storage used of the ${mib(items[0].quotaBytes)} quota` : ""),
   note: "The server holds only ciphertext and signed envelopes: sizes and counts are all it can show.",
   pageSize: BACKUP_PAGE,
   cursor: (a) => a.id,
   load: async (api, after) => {
     const query = `limit=${BACKUP_PAGE}${after === undefined ? "" : `&after=${encodeURIComponent(after)}`}`;
     const { quotaBytes, accounts } = (await api.get<BackupUsage>(`/v1/admin/backup/accounts?${query}`)).body;
-    backupQuota = quotaBytes;
-    return accounts;
+    return accounts.map((a) => ({ ...a, quotaBytes }));
   },
   columns: [
     ["Account", (a) => h("code", {}, a.id)],
@@ -404,7 +404,7 @@ const backups = tableView<BackupUsage["accounts"][number]>({
         h(
           "div",
           { "data-testid": `usage-${a.id}` },
-          progress(a.bytesUsed, backupQuota, `${mib(a.bytesUsed)} of ${mib(backupQuota)}`),
+          progress(a.bytesUsed, a.quotaBytes, `${mib(a.bytesUsed)} of ${mib(a.quotaBytes)}`),
         ),
     ],
     ["Backups", (a) => a.backups],

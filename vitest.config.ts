@@ -7,5 +7,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     reporters: ["default"],
+    // Long streams hash on the worker thread in every test (core/crypto/backend/hash-lanes.ts), as
+    // on a machine of three cores or more, whatever the cores of the machine running the tests.
+    env: { HANDSAFE_HASH_WORKER: "on" },
   },
 });

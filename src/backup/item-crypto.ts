@@ -23,7 +23,7 @@ import {
 import { X25519Recipient } from "../core/age/x25519-recipient.ts";
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { chachaOpen, chachaSeal } from "../core/crypto/aead.ts";
-import { createHash } from "../core/crypto/hash.ts";
+import { createStreamHash } from "../core/crypto/hash.ts";
 import { hkdfSha256 } from "../core/crypto/hkdf.ts";
 import { randomBytes } from "../core/crypto/random.ts";
 import { HandsafeError, isHandsafeError } from "../core/errors.ts";
@@ -38,10 +38,15 @@ export interface ItemUnwrapper {
   unwrapFileKey(stanzas: readonly Stanza[]): Uint8Array | undefined;
 }
 
-/** `HMAC-SHA256(content-hash key, plaintext)`, fed as the plaintext streams by. */
+/**
+ * `HMAC-SHA256(content-hash key, plaintext)`, fed as the plaintext streams by. `update` copies what
+ * it is given; when it returns a promise (the hashing runs behind, on another thread) the caller
+ * awaits it before the next update. `release` drops a hasher that will not be digested.
+ */
 export interface ContentHasher {
-  update(data: Uint8Array): void;
-  digest(): Uint8Array;
+  update(data: Uint8Array): Promise<void> | undefined;
+  digest(): Promise<Uint8Array>;
+  release(): void;
 }
 
 /** The sealed metadata's plaintext. */
@@ -93,26 +98,39 @@ export async function* sealPayload(
   options: { hasher?: ContentHasher; done?: (digest: PayloadDigest) => void } = {},
 ): AsyncGenerator<Uint8Array> {
   // The payload's SHA-256 is for `done` (the upload declares it): without one, no hashing pass.
-  const sha = options.done ? createHash("sha256") : undefined;
+  // Both hashes run on a worker thread for a long item (core/crypto hash lanes), beside the sealing.
+  const sha = options.done ? createStreamHash("sha256") : undefined;
+  const hasher = options.hasher;
   let size = 0;
   let payloadSize = 0;
   const counted = (async function* () {
     for await (const piece of plaintext) {
       size += piece.length;
-      options.hasher?.update(piece);
+      const wait = hasher?.update(piece);
+      if (wait) await wait;
       yield piece;
     }
   })();
-  sha?.update(keys.nonce);
-  payloadSize += keys.nonce.length;
-  yield keys.nonce;
-  for await (const chunk of encryptPayload(payloadKey(keys.fileKey, keys.nonce), counted)) {
-    sha?.update(chunk);
-    payloadSize += chunk.length;
-    yield chunk;
+  try {
+    sha?.update(keys.nonce);
+    payloadSize += keys.nonce.length;
+    yield keys.nonce;
+    for await (const chunk of encryptPayload(payloadKey(keys.fileKey, keys.nonce), counted)) {
+      const wait = sha?.update(chunk);
+      if (wait) await wait;
+      payloadSize += chunk.length;
+      yield chunk;
+    }
+    const hash = await hasher?.digest();
+    if (sha) {
+      const payloadSha256 = await sha.digest();
+      options.done?.({ size, payloadSize, payloadSha256, ...(hash ? { hash } : {}) });
+    }
+  } finally {
+    // A pass stopped early (an upload cut off, a consumer gone): its hashes are dropped.
+    hasher?.release();
+    sha?.release();
   }
-  const hash = options.hasher?.digest();
-  if (sha) options.done?.({ size, payloadSize, payloadSha256: sha.digest(), ...(hash ? { hash } : {}) });
 }
 
 // --- metadata (§3 step 3) ----------------------------------------------------------------------
@@ -292,25 +310,30 @@ export function openItem(input: {
   const expected = input.expected ?? {};
   const plaintext = (async function* () {
     let size = 0;
-    for await (const chunk of openPayload(fileKey, input.payload)) {
-      size += chunk.length;
-      if (expected.size !== undefined && size > expected.size)
-        throw new HandsafeError("backup.size_mismatch", `${input.itemId} is longer than listed`, {
+    try {
+      for await (const chunk of openPayload(fileKey, input.payload)) {
+        size += chunk.length;
+        if (expected.size !== undefined && size > expected.size)
+          throw new HandsafeError("backup.size_mismatch", `${input.itemId} is longer than listed`, {
+            status: 422,
+          });
+        const wait = expected.hasher?.update(chunk);
+        if (wait) await wait;
+        yield chunk;
+      }
+      if (expected.size !== undefined && size !== expected.size)
+        throw new HandsafeError("backup.size_mismatch", `${input.itemId} is not the listed size`, {
           status: 422,
         });
-      expected.hasher?.update(chunk);
-      yield chunk;
-    }
-    if (expected.size !== undefined && size !== expected.size)
-      throw new HandsafeError("backup.size_mismatch", `${input.itemId} is not the listed size`, {
-        status: 422,
-      });
-    if (expected.hash !== undefined && expected.hasher !== undefined) {
-      const actual = expected.hasher.digest();
-      if (!bytesEqual(actual, expected.hash))
-        throw new HandsafeError("backup.hash_mismatch", `${input.itemId} does not hash to the listed hash`, {
-          status: 422,
-        });
+      if (expected.hash !== undefined && expected.hasher !== undefined) {
+        const actual = await expected.hasher.digest();
+        if (!bytesEqual(actual, expected.hash))
+          throw new HandsafeError("backup.hash_mismatch", `${input.itemId} does not hash to the listed hash`, {
+            status: 422,
+          });
+      }
+    } finally {
+      expected.hasher?.release();
     }
   })();
   return { metadata, fileKey, plaintext };

@@ -5,7 +5,7 @@
  * staging area that replaces the stores only when every item checked out.
  */
 import { fromBase64url } from "../core/codec/base64url.ts";
-import { createHash } from "../core/crypto/hash.ts";
+import { createStreamHash, type StreamHash } from "../core/crypto/hash.ts";
 import { HandsafeError, isHandsafeError } from "../core/errors.ts";
 import { backupError, errorOfResponse } from "./client-http.ts";
 import type { ClientContext, ProgressListener, RestoreResult } from "./client-types.ts";
@@ -162,36 +162,50 @@ function payloadOf(ctx: ClientContext, item: EnvelopeItem): AsyncIterable<Uint8A
         throw backupError(BACKUP_ERRORS.blobMissing, `blob ${blob.uri} is missing`, 404, { uri: blob.uri });
       throw err;
     }
-    const sha = createHash("sha256");
-    let size = 0;
-    const body = res.body[Symbol.asyncIterator]();
-    for (;;) {
-      let next: IteratorResult<Uint8Array>;
-      try {
-        next = await body.next();
-      } catch (e) {
-        // The server announced the blob's length and sent less: a cut blob, as far as we can tell.
-        if (isHandsafeError(e) && e.status === 0)
-          throw new HandsafeError("backup.blob_mismatch", `blob ${blob.uri} was cut short`, {
-            status: 422,
-            details: { uri: blob.uri },
-            cause: e,
-          });
-        throw e;
-      }
-      if (next.done) break;
-      const chunk = next.value;
-      size += chunk.length;
-      if (size > blob.size)
-        throw backupError("backup.blob_mismatch", `blob ${blob.uri} is longer than listed`, 422, {
-          uri: blob.uri,
-        });
-      sha.update(chunk);
-      yield chunk;
+    const sha = createStreamHash("sha256");
+    try {
+      yield* checkedBody(blob, res.body, sha);
+    } finally {
+      sha.release();
     }
-    if (size !== blob.size || !bytesEqual(sha.digest(), blob.sha256))
-      throw backupError("backup.blob_mismatch", `blob ${blob.uri} is not the listed size and SHA-256`, 422, {
+  })();
+}
+
+/** The blob's bytes as they arrive, checked against its listed size and SHA-256 at the end. */
+async function* checkedBody(
+  blob: { uri: string; size: number; sha256: Uint8Array },
+  source: AsyncIterable<Uint8Array>,
+  sha: StreamHash,
+): AsyncGenerator<Uint8Array> {
+  let size = 0;
+  const body = source[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<Uint8Array>;
+    try {
+      next = await body.next();
+    } catch (e) {
+      // The server announced the blob's length and sent less: a cut blob, as far as we can tell.
+      if (isHandsafeError(e) && e.status === 0)
+        throw new HandsafeError("backup.blob_mismatch", `blob ${blob.uri} was cut short`, {
+          status: 422,
+          details: { uri: blob.uri },
+          cause: e,
+        });
+      throw e;
+    }
+    if (next.done) break;
+    const chunk = next.value;
+    size += chunk.length;
+    if (size > blob.size)
+      throw backupError("backup.blob_mismatch", `blob ${blob.uri} is longer than listed`, 422, {
         uri: blob.uri,
       });
-  })();
+    const wait = sha.update(chunk);
+    if (wait) await wait;
+    yield chunk;
+  }
+  if (size !== blob.size || !bytesEqual(await sha.digest(), blob.sha256))
+    throw backupError("backup.blob_mismatch", `blob ${blob.uri} is not the listed size and SHA-256`, 422, {
+      uri: blob.uri,
+    });
 }

@@ -264,13 +264,18 @@ async function hashOnly(
   onBytes: (n: number) => void,
 ): Promise<Uint8Array> {
   const hasher = ctx.identity.contentHasher();
-  let n = 0;
-  for await (const chunk of item.open()) {
-    hasher.update(chunk);
-    n += chunk.length;
-    onBytes(n);
+  try {
+    let n = 0;
+    for await (const chunk of item.open()) {
+      const wait = hasher.update(chunk);
+      if (wait) await wait;
+      n += chunk.length;
+      onBytes(n);
+    }
+    return await hasher.digest();
+  } finally {
+    hasher.release();
   }
-  return hasher.digest();
 }
 
 /** One sealing pass: the digests, and the payload itself when the item is small enough to be inline. */

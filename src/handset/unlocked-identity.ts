@@ -4,13 +4,14 @@
  * item ids, and lock() wipes every copy. Isomorphic (no node:* imports).
  */
 
+import type { ContentHasher } from "../backup/item-crypto.ts";
 import { LABELS } from "../backup/protocol.ts";
 import type { AgeIdentity, Stanza } from "../core/age/stanza.ts";
 import { X25519Identity } from "../core/age/x25519-recipient.ts";
 import { toBase64url } from "../core/codec/base64url.ts";
 import { utf8 } from "../core/codec/bytes.ts";
 import { sign } from "../core/crypto/ed25519.ts";
-import { createHash, hmacSha256 } from "../core/crypto/hash.ts";
+import { createHash, createStreamHash, hmacSha256 } from "../core/crypto/hash.ts";
 import { hkdfSha256 } from "../core/crypto/hkdf.ts";
 import { HandsafeError } from "../core/errors.ts";
 import type { Ed25519SigningKey } from "../core/http-signatures/algorithms.ts";
@@ -33,8 +34,11 @@ export interface UnlockedIdentity {
    * `s`) is read from it on each use; after lock() reading it throws wim.locked.
    */
   httpSigningKey(): Ed25519SigningKey;
-  /** Streaming HMAC-SHA256 with the content-hash key (native SHA-256 on Node). */
-  contentHasher(): { update(data: Uint8Array): void; digest(): Uint8Array };
+  /**
+   * Streaming HMAC-SHA256 with the content-hash key (native SHA-256 on Node, on a worker thread for
+   * long streams): await what `update` returns before the next update.
+   */
+  contentHasher(): ContentHasher;
   /** `it_` + base64url(HMAC-SHA256(item-id key, path)[0..18]). */
   itemId(path: string): string;
   /** Wipes the unlocked secrets; every later call throws wim.locked. */
@@ -57,28 +61,33 @@ function streamingHmac(key: Uint8Array, isLocked: () => boolean) {
     for (let k = 0; k < 64; k++) block[k]! ^= byte;
     return block;
   };
-  const inner = createHash("sha256");
+  const inner = createStreamHash("sha256");
   const ipad = pad(0x36);
-  inner.update(ipad);
+  inner.update(ipad); // 64 bytes: kept, never a wait
   ipad.fill(0);
   let opad: Uint8Array | undefined = pad(0x5c);
+  const spent = () => new HandsafeError("internal", "contentHasher: digest() was called", { status: 500 });
   return {
-    update(data: Uint8Array): void {
+    update(data: Uint8Array): Promise<void> | undefined {
       if (isLocked()) throw lockedError();
-      if (opad === undefined)
-        throw new HandsafeError("internal", "contentHasher: digest() was called", { status: 500 });
-      inner.update(data);
+      if (opad === undefined) throw spent();
+      return inner.update(data);
     },
-    digest(): Uint8Array {
+    async digest(): Promise<Uint8Array> {
       if (isLocked()) throw lockedError();
-      if (opad === undefined)
-        throw new HandsafeError("internal", "contentHasher: digest() was called", { status: 500 });
-      const outer = createHash("sha256");
-      outer.update(opad);
-      outer.update(inner.digest());
-      opad.fill(0);
+      if (opad === undefined) throw spent();
+      const key = opad;
       opad = undefined;
+      const outer = createHash("sha256");
+      outer.update(key);
+      key.fill(0);
+      outer.update(await inner.digest());
       return outer.digest();
+    },
+    release(): void {
+      opad?.fill(0);
+      opad = undefined;
+      inner.release();
     },
   };
 }

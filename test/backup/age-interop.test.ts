@@ -86,14 +86,14 @@ describe.skipIf(!ageAvailable())("backup items and the age CLI read each other's
         modifiedAt: new Date(0).toISOString(),
       });
       const hasher = identity.contentHasher();
-      hasher.update(plaintext);
+      await hasher.update(plaintext);
       const opened = openItem({
         itemId,
         header,
         name,
         payload: pieces(payload),
         unlocked: identity,
-        expected: { size, hash: hasher.digest(), hasher: identity.contentHasher() },
+        expected: { size, hash: await hasher.digest(), hasher: identity.contentHasher() },
       });
       expect(opened.metadata.path).toBe("files/from-age.bin");
       expect(Buffer.compare(await collectBytes(opened.plaintext), plaintext)).toBe(0);

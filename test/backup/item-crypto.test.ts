@@ -27,7 +27,11 @@ const HASH_KEY = new Uint8Array(32).fill(7);
 /** A content hasher over a buffer (the module's is HMAC under its derived key). */
 function hasher(): ContentHasher {
   const parts: Uint8Array[] = [];
-  return { update: (d) => parts.push(d.slice()), digest: () => hmacSha256(HASH_KEY, concatBytes(...parts)) };
+  return {
+    update: (d) => void parts.push(d.slice()),
+    digest: async () => hmacSha256(HASH_KEY, concatBytes(...parts)),
+    release: () => {},
+  };
 }
 
 function party(): { identity: string; recipient: string; unwrapper: ItemUnwrapper } {

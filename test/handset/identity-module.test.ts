@@ -150,13 +150,14 @@ describe("derivations (an independent computation with node:crypto)", () => {
     expect(verify(null, msg, spki, u.requestSigner().sign(msg))).toBe(true);
     expect(u.requestSigner().keyId).toBe(u.accountId);
 
-    // content hash = HMAC-SHA256(HKDF(s, content-hash), plaintext), streamed in pieces.
-    const data = randomBytes(200_000);
+    // content hash = HMAC-SHA256(HKDF(s, content-hash), plaintext), streamed in pieces (past the
+    // 256 KiB that stay inline, so the inner hash runs on the hash worker).
+    const data = randomBytes(600_000);
     const h = u.contentHasher();
-    for (let at = 0; at < data.length; at += 65_536) h.update(data.subarray(at, at + 65_536));
+    for (let at = 0; at < data.length; at += 65_536) await h.update(data.subarray(at, at + 65_536));
     const expected = createHmac("sha256", hkdf(s, "handsafe/v1/backup/content-hash")).update(data).digest();
-    expect(Buffer.from(h.digest()).equals(expected)).toBe(true);
-    const empty = u.contentHasher().digest();
+    expect(Buffer.from(await h.digest()).equals(expected)).toBe(true);
+    const empty = await u.contentHasher().digest();
     expect(
       Buffer.from(empty).equals(createHmac("sha256", hkdf(s, "handsafe/v1/backup/content-hash")).digest()),
     ).toBe(true);
@@ -345,6 +346,7 @@ describe("an app reusing an unlocked identity after lock()", () => {
     expect(locked(() => u.ageIdentity())).toBe(true);
     expect(locked(() => u.unwrapFileKey([]))).toBe(true);
     expect((await codeOf(decryptBytes([identity], sealed))).code).toBe("wim.locked");
+    expect((await codeOf(hasher.digest())).code).toBe("wim.locked");
   });
 });
 

@@ -1,7 +1,7 @@
 import { backend } from "#crypto-backend";
-import type { IncrementalHash } from "./backend/types.ts";
+import type { IncrementalHash, StreamHash } from "./backend/types.ts";
 
-export type { IncrementalHash };
+export type { IncrementalHash, StreamHash };
 
 /** SHA-256 (FIPS 180-4). */
 export function sha256(data: Uint8Array): Uint8Array {
@@ -21,4 +21,22 @@ export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
 /** Incremental SHA-256 / SHA-512: native on Node, @noble/hashes in a browser. */
 export function createHash(algorithm: "sha256" | "sha512"): IncrementalHash {
   return backend.createHash(algorithm);
+}
+
+/**
+ * Incremental SHA-256 / SHA-512 for long streams (a blob, a backup item): on Node the hashing runs on
+ * a worker thread once the stream passes 256 KiB, overlapping the caller's own work on the same bytes;
+ * elsewhere it runs inline. `update` may return a promise: await it before the next update.
+ */
+export function createStreamHash(algorithm: "sha256" | "sha512"): StreamHash {
+  if (backend.createStreamHash) return backend.createStreamHash(algorithm);
+  const h = backend.createHash(algorithm);
+  return {
+    update(data) {
+      h.update(data);
+      return undefined;
+    },
+    digest: async () => h.digest(),
+    release() {},
+  };
 }

@@ -25,9 +25,9 @@
  * from the file on completion instead. Operations on one upload id are serialised in this process;
  * two processes must not append to the same upload at once.
  */
-import { createHash, type Hash } from "node:crypto";
 import { type FileHandle, mkdir, open, rename, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
+import { createStreamHash, type StreamHash } from "../../core/crypto/hash.ts";
 import { randomToken } from "../../core/crypto/random.ts";
 import { HandsafeError } from "../../core/errors.ts";
 import { WriteBehind } from "../../core/streams.ts";
@@ -192,7 +192,8 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const temp = join(dir, `.tmp-${randomToken(12)}`);
       const file = await open(temp, "wx", 0o600);
-      const hash = createHash("sha256");
+      // Hashed on a worker thread (core/crypto hash lanes) while this thread writes.
+      const hash = createStreamHash("sha256");
       let size = 0;
       const flush = new ProgressiveFlush(file);
       try {
@@ -204,7 +205,8 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
         );
         try {
           for await (const chunk of blobChunks(data)) {
-            hash.update(chunk);
+            const wait = hash.update(chunk);
+            if (wait) await wait;
             await behind.write(chunk);
             size += chunk.length;
           }
@@ -215,14 +217,15 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
             await flush.settle();
           }
         }
-        const digest = hash.digest();
+        const digest = await hash.digest();
         await writeAll(file, header(size, digest), 0);
         await file.sync();
         await file.close();
         await rename(temp, path);
         await syncDirectory(dir);
-        return { key, size, sha256: digest.toString("hex") };
+        return { key, size, sha256: hex(digest) };
       } catch (e) {
+        hash.release();
         await file.close().catch(() => {});
         await unlink(temp).catch(() => {});
         if (e instanceof HandsafeError) throw e;
@@ -287,13 +290,18 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
 
 /** Per upload, while this store object lives: the SHA-256 of its first `length` bytes. */
 interface RunningHash {
-  hash: Hash;
+  hash: StreamHash;
   length: number;
 }
 
 function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => string): BlobUploads {
   const serialise = createSerialiser();
   const hashes = new Map<string, RunningHash>();
+  /** Drops an upload's running hash (its lane, when it has one, goes back). */
+  const forget = (uploadId: string) => {
+    hashes.get(uploadId)?.hash.release();
+    hashes.delete(uploadId);
+  };
 
   function uploadPath(uploadId: string): string {
     validateUploadId(uploadId);
@@ -331,7 +339,7 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
             await file.close();
           }
           await syncDirectory(uploadsDir);
-          hashes.set(uploadId, { hash: createHash("sha256"), length: 0 });
+          hashes.set(uploadId, { hash: createStreamHash("sha256"), length: 0 });
         } catch (e) {
           throw writeFailed(`cannot begin upload ${uploadId}`, e);
         }
@@ -353,8 +361,8 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
           let running = hashes.get(uploadId);
           if (running?.length !== written) {
             // Continued after a restart: complete() re-hashes the file.
-            hashes.delete(uploadId);
-            running = written === 0 ? { hash: createHash("sha256"), length: 0 } : undefined;
+            forget(uploadId);
+            running = written === 0 ? { hash: createStreamHash("sha256"), length: 0 } : undefined;
             if (running) hashes.set(uploadId, running);
           }
           let failure: unknown;
@@ -371,7 +379,8 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
           let hashed = written;
           try {
             for await (const chunk of blobChunks(data)) {
-              running?.hash.update(chunk);
+              const wait = running?.hash.update(chunk);
+              if (wait) await wait;
               hashed += chunk.length;
               await behind.write(chunk);
             }
@@ -383,7 +392,7 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
           }
           if (running !== undefined && hashed !== written) {
             // The running hash took bytes that were not all stored: it no longer fits the file.
-            hashes.delete(uploadId);
+            forget(uploadId);
             running = undefined;
           }
           try {
@@ -391,7 +400,7 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
             if (failure !== undefined) await file.truncate(HEADER_SIZE + written);
             await file.datasync();
           } catch (e) {
-            hashes.delete(uploadId);
+            forget(uploadId);
             throw writeFailed(`cannot store upload ${uploadId}`, e);
           }
           if (failure === undefined) return written;
@@ -426,12 +435,16 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
       return serialise(uploadId, async () => {
         const file = await openUpload(uploadId, path);
         let size: number;
-        let digest: Buffer;
+        let digest: Uint8Array;
         try {
           size = Math.max(0, (await file.stat()).size - HEADER_SIZE);
           const running = hashes.get(uploadId);
           hashes.delete(uploadId);
-          digest = running?.length === size ? running.hash.digest() : await rehash(file, size);
+          if (running?.length === size) digest = await running.hash.digest();
+          else {
+            running?.hash.release();
+            digest = await rehash(file, size);
+          }
           await writeAll(file, header(size, digest), 0);
           await file.sync();
         } catch (e) {
@@ -448,14 +461,14 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
         } catch (e) {
           throw writeFailed(`cannot store blob ${key}`, e);
         }
-        return { key, size, sha256: digest.toString("hex") };
+        return { key, size, sha256: hex(digest) };
       });
     },
 
     async abort(uploadId) {
       const path = uploadPath(uploadId);
       await serialise(uploadId, async () => {
-        hashes.delete(uploadId);
+        forget(uploadId);
         try {
           await unlink(path);
         } catch (e) {
@@ -468,21 +481,32 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
 }
 
 /** The SHA-256 of the `size` bytes after the header, read back 1 MiB at a time. */
-async function rehash(file: FileHandle, size: number): Promise<Buffer> {
-  const hash = createHash("sha256");
-  const buffer = Buffer.allocUnsafe(REHASH_CHUNK);
-  for (let offset = 0; offset < size; ) {
-    const { bytesRead } = await file.read(
-      buffer,
-      0,
-      Math.min(buffer.length, size - offset),
-      HEADER_SIZE + offset,
-    );
-    if (bytesRead === 0) throw new Error("upload file shorter than its length");
-    hash.update(buffer.subarray(0, bytesRead));
-    offset += bytesRead;
+async function rehash(file: FileHandle, size: number): Promise<Uint8Array> {
+  const hash = createStreamHash("sha256");
+  try {
+    const buffer = Buffer.allocUnsafe(REHASH_CHUNK);
+    for (let offset = 0; offset < size; ) {
+      const { bytesRead } = await file.read(
+        buffer,
+        0,
+        Math.min(buffer.length, size - offset),
+        HEADER_SIZE + offset,
+      );
+      if (bytesRead === 0) throw new Error("upload file shorter than its length");
+      // The buffer is read into again only after the hash has taken its copy.
+      const wait = hash.update(buffer.subarray(0, bytesRead));
+      if (wait) await wait;
+      offset += bytesRead;
+    }
+    return await hash.digest();
+  } catch (e) {
+    hash.release();
+    throw e;
   }
-  return hash.digest();
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 }
 
 function writeFailed(message: string, cause: unknown): HandsafeError {

@@ -1,4 +1,5 @@
 import * as nodeCrypto from "node:crypto";
+import { createLaneHash } from "./hash-lanes.ts";
 import {
   AEAD_TAG_LENGTH,
   type CryptoBackend,
@@ -10,7 +11,8 @@ import {
 } from "./types.ts";
 
 /**
- * node:crypto backend (OpenSSL, native). The only file in core/ allowed to import node:crypto.
+ * node:crypto backend (OpenSSL, native). The only file in core/ allowed to import node:crypto (with
+ * hash-lanes.ts, its worker-thread hashing).
  *
  * Raw 32-byte keys are imported as JWK (~6 µs for a public key, against ~80 µs for DER). Importing an
  * X25519 private key costs about one scalar multiplication, as OpenSSL derives its public half:
@@ -189,6 +191,8 @@ export const backend = {
       digest: () => plain(h.digest()),
     };
   },
+
+  createStreamHash: createLaneHash,
 
   sha512(data: Uint8Array): Uint8Array {
     return plain(nodeCrypto.createHash("sha512").update(data).digest());

@@ -23,6 +23,18 @@ export interface IncrementalHash {
   digest(): Uint8Array;
 }
 
+/**
+ * An incremental hash whose work may run off the calling thread (node: a worker, for long streams).
+ * `update` copies what it is given before it returns; when it returns a promise, the caller awaits
+ * it before the next call (the stream is ahead of the hashing and must wait for room).
+ */
+export interface StreamHash {
+  update(data: Uint8Array): Promise<void> | undefined;
+  digest(): Promise<Uint8Array>;
+  /** Drops the stream without a digest (after a failure); nothing once digest() was called. */
+  release(): void;
+}
+
 export interface CryptoBackend {
   /** "node" or "web": shown by benchmarks and tests, never branched on by callers. */
   readonly name: "node" | "web";
@@ -31,6 +43,11 @@ export interface CryptoBackend {
   sha512(data: Uint8Array): Uint8Array;
   /** An incremental hash for data too large to hold (a 256 MiB image). */
   createHash(algorithm: "sha256" | "sha512"): IncrementalHash;
+  /**
+   * A hash for long streams that a backend may compute on another thread; without it, `createHash`
+   * serves on the calling thread (core/crypto/hash.ts createStreamHash).
+   */
+  createStreamHash?(algorithm: "sha256" | "sha512"): StreamHash;
   hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
   /** RFC 7748 §5 X25519(k, u) with the scalar clamped and bit 255 of u ignored. */
   x25519(scalar: Uint8Array, u: Uint8Array): Uint8Array;

@@ -30,12 +30,13 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { BackupClient } from "../src/backup/handset.ts";
 import { decryptBytes, ScryptIdentity } from "../src/core/age/index.ts";
 import { fromUtf8 } from "../src/core/codec/bytes.ts";
+import { hashWorkerWanted } from "../src/core/crypto/backend/hash-lanes.ts";
 import { FolderKeystore } from "../src/handset/folder-keystore.ts";
 import { IdentityModule } from "../src/handset/identity-module.ts";
 import { createNodeTransport } from "../src/handset/node-transport.ts";
@@ -139,6 +140,10 @@ export async function benchBackup(): Promise<BenchResult[]> {
     console.log("  (skipped: the reference `age` CLI is not installed — apt-get install age)");
     return [];
   }
+  const worker = hashWorkerWanted(process.env["HANDSAFE_HASH_WORKER"], availableParallelism());
+  console.log(
+    `  (hashes on a worker thread: ${worker ? "on" : "off"}, ${availableParallelism()} cores; HANDSAFE_HASH_WORKER=on|off, docs/crypto.md)`,
+  );
   const tmp = mkdtempSync(join(tmpdir(), "handsafe-bench-backup-"));
   let server: RunningServer | undefined;
   try {

@@ -31,7 +31,7 @@
  * `<prefix>.uploads/` and incomplete multipart uploads: give the bucket a lifecycle rule that expires
  * those prefixes and aborts incomplete multipart uploads after a few days.
  */
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -46,6 +46,7 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
+import { createStreamHash, type StreamHash } from "../../core/crypto/hash.ts";
 import { randomToken } from "../../core/crypto/random.ts";
 import { HandsafeError } from "../../core/errors.ts";
 import {
@@ -210,16 +211,20 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
   }
 
   async function hashObject(name: string): Promise<string> {
-    const hash = createHash("sha256");
+    const hash = createStreamHash("sha256");
     try {
       const body = await open(name);
       if (!body) throw corrupt(name, "the assembled upload is missing");
-      for await (const chunk of body) hash.update(chunk);
+      for await (const chunk of body) {
+        const wait = hash.update(chunk);
+        if (wait) await wait;
+      }
+      return hex(await hash.digest());
     } catch (e) {
+      hash.release();
       if (e instanceof HandsafeError) throw e;
       throw failed("blob.read_failed", `cannot read ${name}`, e);
     }
-    return hash.digest("hex");
   }
 
   async function remove(name: string): Promise<void> {
@@ -274,7 +279,8 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
   const store: S3BlobStore = {
     async put(key, data) {
       const name = objectKey(key);
-      const hash = createHash("sha256");
+      // Hashed on a worker thread (core/crypto hash lanes) while the parts are gathered and sent.
+      const hash = createStreamHash("sha256");
       let size = 0;
       let part = Buffer.allocUnsafe(S3_PART_SIZE);
       let fill = 0;
@@ -322,7 +328,8 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
 
       try {
         for await (const chunk of blobChunks(data)) {
-          hash.update(chunk);
+          const wait = hash.update(chunk);
+          if (wait) await wait;
           size += chunk.length;
           for (let at = 0; at < chunk.length; ) {
             // A full part goes only once more bytes come: a blob of one part stays one PutObject.
@@ -337,7 +344,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
             at += n;
           }
         }
-        const sha256 = hash.digest("hex");
+        const sha256 = hex(await hash.digest());
         if (!multipart) {
           await putBytes(name, part.subarray(0, fill), sha256);
           return { key, size, sha256 };
@@ -362,6 +369,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
         }
         return { key, size, sha256 };
       } catch (e) {
+        hash.release();
         await Promise.allSettled(inFlight);
         if (multipart) {
           const { temp, uploadId } = multipart;
@@ -433,7 +441,12 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
   function createS3Uploads(): BlobUploads {
     const serialise = createSerialiser();
     /** Per upload, on the node that received every byte so far: the SHA-256 of the first `length`. */
-    const hashes = new Map<string, { hash: Hash; length: number }>();
+    const hashes = new Map<string, { hash: StreamHash; length: number }>();
+    /** Drops an upload's running hash (its lane, when it has one, goes back). */
+    const forget = (uploadId: string) => {
+      hashes.get(uploadId)?.hash.release();
+      hashes.delete(uploadId);
+    };
 
     const folder = (uploadId: string) => `${prefix}.uploads/${uploadId}/`;
     const stateName = (uploadId: string) => `${folder(uploadId)}state.json`;
@@ -491,7 +504,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
           } catch (e) {
             throw failed("blob.write_failed", `cannot begin upload ${uploadId}`, e);
           }
-          hashes.set(uploadId, { hash: createHash("sha256"), length: 0 });
+          hashes.set(uploadId, { hash: createStreamHash("sha256"), length: 0 });
         });
       },
 
@@ -505,8 +518,8 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
           if (offset !== length) throw offsetMismatch(uploadId, offset, length);
           let running = hashes.get(uploadId);
           if (running?.length !== length) {
-            hashes.delete(uploadId);
-            running = length === 0 ? { hash: createHash("sha256"), length: 0 } : undefined;
+            forget(uploadId);
+            running = length === 0 ? { hash: createStreamHash("sha256"), length: 0 } : undefined;
             if (running) hashes.set(uploadId, running);
           }
 
@@ -573,7 +586,8 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
                 const bytes = chunk.subarray(at, at + n);
                 part.set(bytes, fill);
                 // The running hash covers exactly the bytes taken: `received` of them.
-                running?.hash.update(bytes);
+                const wait = running?.hash.update(bytes);
+                if (wait) await wait;
                 fill += n;
                 at += n;
                 received += n;
@@ -601,7 +615,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
           }
           const stored = lengthOf(state);
           // Bytes taken but not stored (a failed write): the running hash is ahead, so drop it.
-          if (received !== stored) hashes.delete(uploadId);
+          if (received !== stored) forget(uploadId);
           if (failure === undefined) return stored;
           if (failure instanceof HandsafeError && failure.code !== "blob.read_failed") throw failure;
           throw new HandsafeError(
@@ -627,7 +641,9 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
           const size = lengthOf(state);
           const running = hashes.get(uploadId);
           hashes.delete(uploadId);
-          let sha256 = running?.length === size ? running.hash.digest("hex") : undefined;
+          let sha256: string | undefined;
+          if (running?.length === size) sha256 = hex(await running.hash.digest());
+          else running?.hash.release();
           try {
             if (!state.multipart) {
               // Never a full part sent: every byte is in the pending object (≤ 8 MiB), if any.
@@ -654,7 +670,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
       async abort(uploadId) {
         validateUploadId(uploadId);
         await serialise(uploadId, async () => {
-          hashes.delete(uploadId);
+          forget(uploadId);
           const state = await load(uploadId);
           try {
             await dropFolder(uploadId);
@@ -760,4 +776,8 @@ function completing(uploadId: string): HandsafeError {
     `upload ${uploadId} is being completed: complete it again or abort it`,
     { status: 409 },
   );
+}
+
+function hex(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 }

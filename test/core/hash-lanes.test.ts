@@ -67,6 +67,7 @@ describe("hash lanes (worker-thread SHA-256 / SHA-512)", () => {
     const wait = h.update(data);
     expect(wait).toBeInstanceOf(Promise);
     expect(() => h.update(data)).toThrow(/previous update/);
+    await expect(h.digest()).rejects.toThrow(/last update/);
     await wait;
     expect(Buffer.from(await h.digest()).toString("hex")).toBe(reference("sha256", data));
   });

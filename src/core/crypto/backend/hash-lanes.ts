@@ -337,6 +337,10 @@ class LaneHash implements StreamHash {
 
   async digest(): Promise<Uint8Array> {
     if (this.#done) throw new HandsafeError("internal", "digest() called twice", { status: 500 });
+    if (this.#busy)
+      throw new HandsafeError("internal", "digest() before the last update's promise settled", {
+        status: 500,
+      });
     this.#done = true;
     if (this.#lane === undefined) {
       const hash = this.#inline ?? createHash(this.#algorithm).update(this.#takePrefix());

@@ -154,8 +154,7 @@ export class FolderSlotStore implements SlotStore {
     checkSlotName(slot);
     if (!this.#state.slots[slot])
       throw new HandsafeError("updates.slot_empty", `slot ${slot} holds no image`, { status: 409 });
-    for await (const chunk of createReadStream(this.#path(slot), { highWaterMark: 64 * 1024 }))
-      yield new Uint8Array(chunk as Buffer);
+    yield* fileChunks(this.#path(slot));
   }
 
   async openWriter(slot: SlotName, info: { version: string }): Promise<SlotWriter> {
@@ -274,12 +273,19 @@ export class FolderPartialStore implements PartialStore {
 
   async *read(): AsyncIterable<Uint8Array> {
     if ((await this.size()) === 0) return;
-    for await (const chunk of createReadStream(this.#bin(), { highWaterMark: 64 * 1024 }))
-      yield new Uint8Array(chunk as Buffer);
+    yield* fileChunks(this.#bin());
   }
 
   async clear(): Promise<void> {
     await rm(this.#label(), { force: true });
     await rm(this.#bin(), { force: true });
+  }
+}
+
+/** A file in 64 KiB reads; each chunk a view of the fresh buffer its read filled, not a copy of it. */
+async function* fileChunks(path: string): AsyncGenerator<Uint8Array> {
+  for await (const chunk of createReadStream(path, { highWaterMark: 64 * 1024 })) {
+    const b = chunk as Buffer;
+    yield new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
   }
 }

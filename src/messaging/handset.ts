@@ -24,17 +24,9 @@ import { generateHpkeKeyPair, hpkeRecipientKey } from "../core/crypto/hpke.ts";
 import { generateNumericCode } from "../core/crypto/otp.ts";
 import { HandsafeError, isHandsafeError } from "../core/errors.ts";
 import { ed25519SigningKey, signRequest } from "../core/http-signatures/index.ts";
-import { MAX_SSE_EVENT_CHARS, SseParser } from "../core/codec/sse.ts";
 import type { HttpClient, HttpResponse } from "../handset/http-client.ts";
 import type { Keystore } from "../handset/keystore.ts";
-import {
-  EVENT_MESSAGE,
-  EVENT_READY,
-  EVENTS_CONTENT_TYPE,
-  INBOX_EVENTS_PATH,
-  parseMessageEvent,
-  parseReadyEvent,
-} from "./push-protocol.ts";
+import { SseSubscriber } from "../handset/sse-subscriber.ts";
 import {
   CODE_DIGITS,
   handsetCodeText,
@@ -46,6 +38,14 @@ import {
   REQUEST_SIGNATURE,
   type RegistrationState,
 } from "./protocol.ts";
+import {
+  EVENT_MESSAGE,
+  EVENT_READY,
+  EVENTS_CONTENT_TYPE,
+  INBOX_EVENTS_PATH,
+  parseMessageEvent,
+  parseReadyEvent,
+} from "./push-protocol.ts";
 
 const CURRENT = "messaging/current";
 const entry = (handsetId: string, what: "x25519" | "x25519.next" | "ed25519" | "profile") =>
@@ -444,9 +444,10 @@ export class MessagingApp {
    * Holds this handset's push stream open (docs/protocols/messaging.md §Push) and calls
    * `onMessage` with each message id the server announces — and once with none each time the
    * stream (re)connects, so that the caller pulls what arrived while it was away. Reconnects after
-   * a break with doubling delays (1 s up to 30 s). A refusal (4xx: a key replaced, a clock off by
-   * more than the signature window) stops it, as management's push subscriber does: `onEvent` gets
-   * `stopped`, and `connected()` rejects if it had not connected yet — retrying could not help.
+   * a break with doubling delays (1 s up to 30 s). A refusal that retrying cannot cure (a 4xx but
+   * 408 and 429: a key replaced, a clock off by more than the signature window) stops it: `onEvent`
+   * gets `stopped`, and `connected()` rejects if it had not connected yet. The loop is the one
+   * management's push subscriber runs (handset/sse-subscriber.ts).
    * Needs a registered app and an HttpClient that can stream (the Node transport, or fetch).
    */
   subscribe(options: {
@@ -464,101 +465,55 @@ export class MessagingApp {
       throw new HandsafeError("transport.invalid_options", "the push stream needs a streaming transport", {
         status: 0,
       });
-    const abort = new AbortController();
-    let retryMs = 1000;
-    let closed = false;
-    let markConnected: () => void = () => {};
-    let refused: (error: HandsafeError) => void = () => {};
-    const connectedOnce = new Promise<void>((resolve, reject) => {
-      markConnected = resolve;
-      refused = reject;
-    });
-    // Handled here too: a caller that never asks for connected() gets no unhandled rejection.
-    connectedOnce.catch(() => {});
-    const once = async (): Promise<void> => {
-      const headers = await this.signatureHeaders("GET", INBOX_EVENTS_PATH);
-      const res = await http.stream!("GET", INBOX_EVENTS_PATH, {
-        headers: { ...headers, accept: EVENTS_CONTENT_TYPE },
-        signal: abort.signal,
-      });
-      if (res.status !== 200 || !(res.headers["content-type"] ?? "").startsWith(EVENTS_CONTENT_TYPE)) {
-        let text = "";
-        const decoder = new TextDecoder();
-        for await (const piece of res.body) {
-          text += decoder.decode(piece, { stream: true });
-          if (text.length > 16_384) break;
-        }
-        let code = "messaging.push_refused";
-        try {
-          code = (JSON.parse(text) as { error?: { code?: string } }).error?.code ?? code;
-        } catch {
-          // not JSON
-        }
-        throw new HandsafeError(code, `the push stream was refused (${res.status})`, { status: res.status });
-      }
-      const parser = new SseParser(MAX_SSE_EVENT_CHARS, "messaging.push_malformed");
-      const decoder = new TextDecoder();
-      let ready = false;
-      for await (const piece of res.body) {
-        for (const event of parser.push(decoder.decode(piece, { stream: true }))) {
-          if (!ready) {
-            const r = event.event === EVENT_READY ? parseReadyEvent(event.data) : undefined;
-            if (!r || r.handsetId !== this.#handsetId)
-              throw new HandsafeError("messaging.push_malformed", "the stream did not start with ready", {
-                status: 0,
-              });
-            ready = true;
-            retryMs = 1000;
-            markConnected();
-            options.onEvent?.({ kind: "connected" });
-            options.onMessage(undefined);
-          } else if (event.event === EVENT_MESSAGE) {
-            const id = parseMessageEvent(event.data);
-            if (id) options.onMessage(id);
-          }
-        }
-      }
-    };
-    const loop = (async () => {
-      while (!closed) {
-        try {
-          await once();
-          if (closed) return;
-          throw new HandsafeError("transport.unreachable", "the push stream ended", { status: 0 });
-        } catch (e) {
-          if (closed) return;
-          const error = isHandsafeError(e)
-            ? e
-            : new HandsafeError("transport.unreachable", String(e), { status: 0 });
-          if (error.status >= 400 && error.status < 500) {
-            options.onEvent?.({ kind: "stopped", error });
-            refused(error);
-            return;
-          }
-          const wait = Math.round(retryMs * (0.75 + Math.random() * 0.5));
-          options.onEvent?.({ kind: "disconnected", error, retryInMs: wait });
-          retryMs = Math.min(30_000, retryMs * 2);
-          await new Promise<void>((resolve) => {
-            const wake = () => {
-              clearTimeout(timer);
-              resolve();
-            };
-            const timer = setTimeout(() => {
-              abort.signal.removeEventListener("abort", wake);
-              resolve();
-            }, wait);
-            abort.signal.addEventListener("abort", wake, { once: true });
-          });
-        }
-      }
-    })();
-    return {
-      connected: () => connectedOnce,
-      async close() {
-        closed = true;
-        abort.abort();
-        await loop;
+    const onEvent = options.onEvent;
+    const streamEnded = () =>
+      new HandsafeError("transport.unreachable", "the push stream ended", { status: 0 });
+    const stream = new SseSubscriber({
+      open: async (signal) =>
+        http.stream!("GET", INBOX_EVENTS_PATH, {
+          headers: {
+            ...(await this.signatureHeaders("GET", INBOX_EVENTS_PATH)),
+            accept: EVENTS_CONTENT_TYPE,
+          },
+          signal,
+        }),
+      contentType: EVENTS_CONTENT_TYPE,
+      codes: {
+        malformed: "messaging.push_malformed",
+        refused: "messaging.push_refused",
+        closed: "messaging.push_closed",
       },
-    };
+      describe: `GET ${INBOX_EVENTS_PATH}`,
+      ready: (event) => {
+        const r = event.event === EVENT_READY ? parseReadyEvent(event.data) : undefined;
+        if (!r || r.handsetId !== this.#handsetId)
+          throw new HandsafeError("messaging.push_malformed", "the stream did not start with ready", {
+            status: 0,
+          });
+        // Silence past 3 keep-alive periods is a dead stream (a half-open connection): reopen it.
+        return { keepAliveMs: r.keepAliveMs };
+      },
+      event: (event) => {
+        if (event.event !== EVENT_MESSAGE) return;
+        const id = parseMessageEvent(event.data);
+        if (id) options.onMessage(id);
+      },
+      // Pull what arrived while the stream was away.
+      opened: () => options.onMessage(undefined),
+      ...(onEvent
+        ? {
+            // This API has always named why a stream went away, a clean end included.
+            onEvent: (e) =>
+              onEvent(e.kind === "disconnected" ? { ...e, error: e.error ?? streamEnded() } : e),
+          }
+        : {}),
+      minRetryMs: 1000,
+      maxRetryMs: 30_000,
+      jitter: [0.75, 1.25],
+    }).start();
+    // Handled here too: a caller that never asks for connected() gets no unhandled rejection.
+    const connectedOnce = stream.connected();
+    connectedOnce.catch(() => {});
+    return { connected: () => connectedOnce, close: () => stream.close() };
   }
 }

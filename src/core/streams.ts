@@ -82,3 +82,28 @@ export class WriteBehind {
     if (!this.#failed) this.done(w.length);
   }
 }
+
+/**
+ * The first bytes of an error answer's body, at most `max` (the pieces that fit whole): its status is
+ * what matters, so a body cut short or failing midway only loses its message, never throws.
+ */
+export async function errorBodyPrefix(body: AsyncIterable<Uint8Array>, max: number): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for await (const piece of body) {
+      if (size + piece.length > max) break;
+      parts.push(piece);
+      size += piece.length;
+    }
+  } catch {
+    // kept: what came before the failure
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    bytes.set(p, at);
+    at += p.length;
+  }
+  return bytes;
+}

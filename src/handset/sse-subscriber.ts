@@ -18,6 +18,7 @@
 import { fromUtf8 } from "../core/codec/bytes.ts";
 import { MAX_SSE_EVENT_CHARS, type SseEvent, SseParser } from "../core/codec/sse.ts";
 import { HandsafeError, isHandsafeError } from "../core/errors.ts";
+import { errorBodyPrefix } from "../core/streams.ts";
 
 /** What the transport gives back for the subscription request. */
 export interface SseResponse {
@@ -232,25 +233,9 @@ export function refusesForGood(e: HandsafeError): boolean {
 
 /** The refusal as the server's own error (code and message from its JSON body, when it has one). */
 async function refusal(res: SseResponse, options: SseSubscriberOptions): Promise<HandsafeError> {
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  try {
-    for await (const piece of res.body) {
-      if (size + piece.length > MAX_ERROR_BODY) break;
-      parts.push(piece);
-      size += piece.length;
-    }
-  } catch {
-    // The status is what matters; a body cut short only loses its message.
-  }
+  const bytes = await errorBodyPrefix(res.body, MAX_ERROR_BODY);
   let err: { code?: unknown; message?: unknown } | undefined;
   if (/^application\/json/i.test(res.headers["content-type"] ?? "")) {
-    const bytes = new Uint8Array(size);
-    let at = 0;
-    for (const p of parts) {
-      bytes.set(p, at);
-      at += p.length;
-    }
     try {
       err = (JSON.parse(fromUtf8(bytes)) as { error?: typeof err }).error;
     } catch {

@@ -8,6 +8,7 @@
  */
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
+import { errorBodyPrefix } from "../core/streams.ts";
 import type {
   HttpTransport,
   StreamingHttpTransport,
@@ -251,26 +252,14 @@ export class ManagementClient {
         };
       }
       const res = await transport.stream(req);
-      if (res.status >= 400) {
-        const parts: Uint8Array[] = [];
-        let size = 0;
-        try {
-          for await (const piece of res.body) {
-            if (size + piece.length > MAX_ERROR_BODY) break;
-            parts.push(piece);
-            size += piece.length;
-          }
-        } catch {
-          // The error status is what matters; a body cut short only loses its message.
-        }
-        const body = new Uint8Array(size);
-        let at = 0;
-        for (const p of parts) {
-          body.set(p, at);
-          at += p.length;
-        }
-        throw errorFrom(method, path, res.status, res.headers, body);
-      }
+      if (res.status >= 400)
+        throw errorFrom(
+          method,
+          path,
+          res.status,
+          res.headers,
+          await errorBodyPrefix(res.body, MAX_ERROR_BODY),
+        );
       return res;
     });
   }

@@ -1,6 +1,7 @@
 /**
  * Streaming helpers free of I/O, shared by the blob store and the handset's data stores.
  */
+import { concatBytes } from "./codec/bytes.ts";
 
 /** Bytes gathered per write: one syscall per MiB, not one per 64 KiB piece of a stream. */
 export const WRITE_BATCH_BYTES = 1024 * 1024;
@@ -99,11 +100,5 @@ export async function errorBodyPrefix(body: AsyncIterable<Uint8Array>, max: numb
   } catch {
     // kept: what came before the failure
   }
-  const bytes = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    bytes.set(p, at);
-    at += p.length;
-  }
-  return bytes;
+  return concatBytes(...parts);
 }

@@ -40,6 +40,7 @@ describe("loadConfig defaults", () => {
       previousMasterKeys: [],
       activationSecretTtlSeconds: 300,
       sqliteSync: "NORMAL",
+      sqliteCheckpoints: "worker",
       messaging: {
         retentionSeconds: 604800,
         appUrl: null,
@@ -91,6 +92,7 @@ describe("loadConfig reads every setting", () => {
       HANDSAFE_MASTER_KEY_PREVIOUS: `${toBase64url(new Uint8Array(32).fill(1))}, ${toBase64url(new Uint8Array(32).fill(2))}`,
       HANDSAFE_ACTIVATION_SECRET_TTL: "600",
       HANDSAFE_SQLITE_SYNC: "full",
+      HANDSAFE_SQLITE_CHECKPOINTS: "Inline",
     });
     expect(c).toMatchObject({
       host: "0.0.0.0",
@@ -105,6 +107,7 @@ describe("loadConfig reads every setting", () => {
       tls: { certPath: "/etc/hs/cert.pem", keyPath: "/etc/hs/key.pem", selfSigned: false },
       activationSecretTtlSeconds: 600,
       sqliteSync: "FULL",
+      sqliteCheckpoints: "inline",
     });
     expect(c.masterKey?.reveal()).toEqual(new Uint8Array(32).fill(7));
     expect(c.previousMasterKeys.map((k) => k.reveal()[0])).toEqual([1, 2]);

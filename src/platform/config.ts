@@ -16,6 +16,8 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export const SQLITE_SYNC_MODES = ["NORMAL", "FULL"] as const;
 export type SqliteSync = (typeof SQLITE_SYNC_MODES)[number];
+export const SQLITE_CHECKPOINT_MODES = ["worker", "inline"] as const;
+export type SqliteCheckpoints = (typeof SQLITE_CHECKPOINT_MODES)[number];
 
 export const BLOB_STORES = ["filesystem", "s3"] as const;
 export type BlobStoreKind = (typeof BLOB_STORES)[number];
@@ -123,6 +125,8 @@ export interface Config {
   readonly previousMasterKeys: readonly RedactedKey[];
   readonly activationSecretTtlSeconds: number;
   readonly sqliteSync: SqliteSync;
+  /** HANDSAFE_SQLITE_CHECKPOINTS: WAL checkpoints on a worker thread (default) or inside commits. */
+  readonly sqliteCheckpoints: SqliteCheckpoints;
   /** The SMS path (docs/protocols/sms.md): HANDSAFE_SMS_*, HANDSAFE_SMPP_*. */
   readonly sms: SmsConfig;
   /** Where blobs (update images, backups) are kept: HANDSAFE_BLOB_DIR, default <dataDir>/blobs. */
@@ -233,6 +237,13 @@ export function loadConfig(env: Env = process.env): Config {
   const sqliteSync = readEnum(get, "HANDSAFE_SQLITE_SYNC", SQLITE_SYNC_MODES, "NORMAL", (v) =>
     v.toUpperCase(),
   );
+  const sqliteCheckpoints = readEnum(
+    get,
+    "HANDSAFE_SQLITE_CHECKPOINTS",
+    SQLITE_CHECKPOINT_MODES,
+    "worker",
+    (v) => v.toLowerCase(),
+  );
 
   const sms = loadSmsConfig(env);
   const blobDir = resolve(get("HANDSAFE_BLOB_DIR") ?? resolve(dataDir, "blobs"));
@@ -282,6 +293,7 @@ export function loadConfig(env: Env = process.env): Config {
     previousMasterKeys: Object.freeze(previousMasterKeys),
     activationSecretTtlSeconds,
     sqliteSync,
+    sqliteCheckpoints,
   });
 }
 

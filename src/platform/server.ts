@@ -114,7 +114,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     ? await ensureServerCertificate(config.dataDir)
     : await loadCertificate(config.tls.certPath, config.tls.keyPath);
 
-  const database = await openDatabase(config.databaseUrl, { sqliteSync: config.sqliteSync });
+  const database = await openDatabase(config.databaseUrl, {
+    sqliteSync: config.sqliteSync,
+    sqliteCheckpoints: config.sqliteCheckpoints,
+  });
   try {
     await migrateToLatest(database, allMigrations);
   } catch (e) {

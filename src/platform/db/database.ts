@@ -13,6 +13,7 @@ import {
 } from "kysely";
 import pg from "pg";
 import { HandsafeError } from "../../core/errors.ts";
+import { startSqliteCheckpointer } from "./sqlite-checkpointer.ts";
 import { parseDatabaseUrl, redactDatabaseUrl, SQLITE_MEMORY } from "./url.ts";
 
 export type DatabaseDialect = "sqlite" | "postgres";
@@ -31,6 +32,8 @@ export interface Database<DB = any> {
 export interface OpenDatabaseOptions {
   /** SQLite only: NORMAL (default) or FULL. docs/storage.md explains the choice. */
   sqliteSync?: "NORMAL" | "FULL";
+  /** SQLite only: WAL checkpoints on a worker thread (default) or inside commits (sqlite-checkpointer.ts). */
+  sqliteCheckpoints?: "worker" | "inline";
   /** PostgreSQL only: pool size (default 10). */
   poolSize?: number;
   /** PostgreSQL only: called when an idle pooled connection fails (the pool replaces it). */
@@ -47,11 +50,16 @@ export async function openDatabase<DB = any>(
   opts: OpenDatabaseOptions = {},
 ): Promise<Database<DB>> {
   const target = parseDatabaseUrl(url);
-  if (target.dialect === "sqlite") return openSqlite<DB>(target.path, opts.sqliteSync ?? "NORMAL");
+  if (target.dialect === "sqlite")
+    return openSqlite<DB>(target.path, opts.sqliteSync ?? "NORMAL", opts.sqliteCheckpoints ?? "worker");
   return openPostgres<DB>(target.connectionString, opts);
 }
 
-function openSqlite<DB>(path: string, sync: "NORMAL" | "FULL"): Database<DB> {
+function openSqlite<DB>(
+  path: string,
+  sync: "NORMAL" | "FULL",
+  checkpoints: "worker" | "inline",
+): Database<DB> {
   let raw: SqliteDatabase.Database;
   try {
     if (path !== SQLITE_MEMORY) mkdirSync(dirname(resolve(path)), { recursive: true });
@@ -72,10 +80,18 @@ function openSqlite<DB>(path: string, sync: "NORMAL" | "FULL"): Database<DB> {
   const db = new Kysely<DB>({
     dialect: guardDialect(new SqliteDialect({ database: withStatementCache(raw) })),
   });
+  // WAL checkpoints on a worker thread, not inside this connection's commits (sqlite-checkpointer.ts).
+  const checkpointer =
+    path === SQLITE_MEMORY || checkpoints === "inline"
+      ? undefined
+      : startSqliteCheckpointer(resolve(path), (pages) => raw.pragma(`wal_autocheckpoint = ${pages}`));
   return {
     db,
     dialect: "sqlite",
-    close: () => db.destroy(),
+    close: async () => {
+      await checkpointer?.close();
+      await db.destroy();
+    },
   };
 }
 

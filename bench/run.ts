@@ -5,6 +5,7 @@ import { benchCrypto } from "./crypto.ts";
 import { benchHpke } from "./hpke.ts";
 import { benchMessaging } from "./messaging.ts";
 import { benchTrustzone } from "./trustzone.ts";
+import { stealMeter } from "./steal.ts";
 import type { BenchResult } from "./types.ts";
 import { benchUpdates } from "./updates.ts";
 
@@ -18,17 +19,23 @@ function print(results: BenchResult[]): void {
   }
 }
 
+/** One section: its results, then how much CPU time the hypervisor took from this machine meanwhile. */
+async function section(title: string, run: () => Promise<BenchResult[]>): Promise<void> {
+  console.log(title);
+  const steal = stealMeter();
+  print(await run());
+  const share = steal();
+  if (share !== undefined && share >= 0.01)
+    console.log(
+      `  (CPU time stolen by the hypervisor meanwhile: ${(share * 100).toFixed(0)}% — expect noisier figures)`,
+    );
+  console.log("");
+}
+
 console.log("handsafe benchmarks (2 shared cores: compare ratios within one run, not absolutes)\n");
-console.log("crypto");
-print(await benchCrypto());
-print(await benchHpke());
-console.log("\nactivation over HTTPS");
-print(await benchActivation());
-console.log("\nupdates");
-print(await benchUpdates());
-console.log("\nsecure messaging over HTTPS");
-print(await benchMessaging());
-console.log("\ntrust-zone containers");
-print(await benchTrustzone());
-console.log("\nsecure backup");
-print(await benchBackup());
+await section("crypto", async () => [...(await benchCrypto()), ...(await benchHpke())]);
+await section("activation over HTTPS", benchActivation);
+await section("updates", benchUpdates);
+await section("secure messaging over HTTPS", benchMessaging);
+await section("trust-zone containers", benchTrustzone);
+await section("secure backup", benchBackup);

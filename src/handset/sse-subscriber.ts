@@ -227,7 +227,7 @@ export class SseSubscriber {
 }
 
 /** 4xx other than 408 and 429: asking again the same way cannot succeed. */
-export function refusesForGood(e: HandsafeError): boolean {
+function refusesForGood(e: HandsafeError): boolean {
   return e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429;
 }
 

@@ -6,6 +6,7 @@ import {
   SseSubscriber,
   type SseSubscriberEvent,
 } from "../../src/handset/sse-subscriber.ts";
+import { until } from "../helpers/wait.ts";
 
 async function* chunks(...parts: string[]): AsyncGenerator<Uint8Array> {
   for (const p of parts) yield utf8(p);
@@ -43,11 +44,6 @@ function scripted(answers: SseResponse[]) {
     jitter: [0.5, 1],
   });
   return { sub, events, seen, opened: () => n };
-}
-
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 2));
-  expect(cond()).toBe(true);
 }
 
 describe("the handset's push stream loop", () => {

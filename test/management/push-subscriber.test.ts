@@ -5,6 +5,7 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { utf8 } from "../../src/core/codec/bytes.ts";
+import { formatComment } from "../../src/core/codec/sse.ts";
 import { randomBytes } from "../../src/core/crypto/random.ts";
 import { HandsafeError } from "../../src/core/errors.ts";
 import type {
@@ -29,7 +30,7 @@ import {
 import { PushSubscriber, type PushSubscriberEvent } from "../../src/management/push.ts";
 import { notificationEvent, readyEvent } from "../../src/management/push-protocol.ts";
 import { counterEntry } from "../../src/management/sms-processor.ts";
-import { formatComment } from "../../src/core/codec/sse.ts";
+import { until } from "../helpers/wait.ts";
 
 const BASE = "https://mgmt.example";
 const staticKey = randomBytes(32);
@@ -112,14 +113,6 @@ function subscriber(transport: StreamingHttpTransport, keystore = new MemoryKeys
   }).start();
   open.push(push);
   return { push, events, client, keystore };
-}
-
-async function until(check: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 describe("push subscriber", () => {

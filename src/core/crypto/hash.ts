@@ -1,5 +1,5 @@
 import { backend } from "#crypto-backend";
-import type { IncrementalHash, StreamHash } from "./backend/types.ts";
+import { type IncrementalHash, inlineStreamHash, type StreamHash } from "./backend/types.ts";
 
 export type { IncrementalHash, StreamHash };
 
@@ -25,18 +25,9 @@ export function createHash(algorithm: "sha256" | "sha512"): IncrementalHash {
 
 /**
  * Incremental SHA-256 / SHA-512 for long streams (a blob, a backup item): on Node the hashing runs on
- * a worker thread once the stream passes 256 KiB, overlapping the caller's own work on the same bytes;
+ * a worker thread once the stream passes 128 KiB, overlapping the caller's own work on the same bytes;
  * elsewhere it runs inline. `update` may return a promise: await it before the next update.
  */
 export function createStreamHash(algorithm: "sha256" | "sha512"): StreamHash {
-  if (backend.createStreamHash) return backend.createStreamHash(algorithm);
-  const h = backend.createHash(algorithm);
-  return {
-    update(data) {
-      h.update(data);
-      return undefined;
-    },
-    digest: async () => h.digest(),
-    release() {},
-  };
+  return backend.createStreamHash?.(algorithm) ?? inlineStreamHash(backend.createHash(algorithm));
 }

@@ -27,6 +27,7 @@
  */
 import { type FileHandle, mkdir, open, rename, stat, unlink } from "node:fs/promises";
 import { dirname, join, resolve, sep } from "node:path";
+import { toHex } from "../../core/codec/bytes.ts";
 import { createStreamHash, type StreamHash } from "../../core/crypto/hash.ts";
 import { randomToken } from "../../core/crypto/random.ts";
 import { HandsafeError } from "../../core/errors.ts";
@@ -223,7 +224,7 @@ export function createFilesystemBlobStore(rootDir: string): BlobStore {
         await file.close();
         await rename(temp, path);
         await syncDirectory(dir);
-        return { key, size, sha256: hex(digest) };
+        return { key, size, sha256: toHex(digest) };
       } catch (e) {
         hash.release();
         await file.close().catch(() => {});
@@ -461,7 +462,7 @@ function createFilesystemUploads(uploadsDir: string, pathOf: (key: string) => st
         } catch (e) {
           throw writeFailed(`cannot store blob ${key}`, e);
         }
-        return { key, size, sha256: hex(digest) };
+        return { key, size, sha256: toHex(digest) };
       });
     },
 
@@ -503,10 +504,6 @@ async function rehash(file: FileHandle, size: number): Promise<Uint8Array> {
     hash.release();
     throw e;
   }
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 }
 
 function writeFailed(message: string, cause: unknown): HandsafeError {

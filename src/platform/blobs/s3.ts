@@ -46,6 +46,7 @@ import {
   UploadPartCommand,
   UploadPartCopyCommand,
 } from "@aws-sdk/client-s3";
+import { toHex } from "../../core/codec/bytes.ts";
 import { createStreamHash, type StreamHash } from "../../core/crypto/hash.ts";
 import { randomToken } from "../../core/crypto/random.ts";
 import { HandsafeError } from "../../core/errors.ts";
@@ -219,7 +220,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
         const wait = hash.update(chunk);
         if (wait) await wait;
       }
-      return hex(await hash.digest());
+      return toHex(await hash.digest());
     } catch (e) {
       hash.release();
       if (e instanceof HandsafeError) throw e;
@@ -344,7 +345,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
             at += n;
           }
         }
-        const sha256 = hex(await hash.digest());
+        const sha256 = toHex(await hash.digest());
         if (!multipart) {
           await putBytes(name, part.subarray(0, fill), sha256);
           return { key, size, sha256 };
@@ -642,7 +643,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
           const running = hashes.get(uploadId);
           hashes.delete(uploadId);
           let sha256: string | undefined;
-          if (running?.length === size) sha256 = hex(await running.hash.digest());
+          if (running?.length === size) sha256 = toHex(await running.hash.digest());
           else running?.hash.release();
           try {
             if (!state.multipart) {
@@ -776,8 +777,4 @@ function completing(uploadId: string): HandsafeError {
     `upload ${uploadId} is being completed: complete it again or abort it`,
     { status: 409 },
   );
-}
-
-function hex(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
 }

@@ -2,7 +2,7 @@ import { createHash, type Hash } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
 import { HandsafeError } from "../../errors.ts";
-import type { StreamHash } from "./types.ts";
+import { inlineStreamHash, type StreamHash } from "./types.ts";
 
 /**
  * Incremental SHA-256 / SHA-512 computed on a worker thread, so that hashing a large stream overlaps
@@ -452,29 +452,10 @@ class LaneHash implements StreamHash {
   }
 }
 
-/** The same interface over node:crypto on this thread: what every stream gets when lanes are off. */
-function inlineHash(algorithm: "sha256" | "sha512"): StreamHash {
-  const h = createHash(algorithm);
-  let done = false;
-  return {
-    update(data) {
-      if (done) throw new HandsafeError("internal", "update() after digest() or release()", { status: 500 });
-      h.update(data);
-      return undefined;
-    },
-    async digest() {
-      if (done) throw new HandsafeError("internal", "digest() called twice", { status: 500 });
-      done = true;
-      const d = h.digest();
-      return new Uint8Array(d); // a copy: never a view of node's buffer pool
-    },
-    release() {
-      done = true;
-    },
-  };
-}
-
 /** An incremental hash whose work runs on a worker thread once the stream is long enough. */
 export function createLaneHash(algorithm: "sha256" | "sha512"): StreamHash {
-  return lanesEnabled() ? new LaneHash(algorithm) : inlineHash(algorithm);
+  if (lanesEnabled()) return new LaneHash(algorithm);
+  const h = createHash(algorithm);
+  // A copy of each digest: never a view of node's buffer pool.
+  return inlineStreamHash({ update: (d) => void h.update(d), digest: () => new Uint8Array(h.digest()) });
 }

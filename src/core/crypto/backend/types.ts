@@ -35,6 +35,26 @@ export interface StreamHash {
   release(): void;
 }
 
+/** An IncrementalHash behind the StreamHash interface, hashing on the calling thread. */
+export function inlineStreamHash(h: IncrementalHash): StreamHash {
+  let done = false;
+  return {
+    update(data) {
+      if (done) throw new HandsafeError("internal", "update() after digest() or release()", { status: 500 });
+      h.update(data);
+      return undefined;
+    },
+    async digest() {
+      if (done) throw new HandsafeError("internal", "digest() called twice", { status: 500 });
+      done = true;
+      return h.digest();
+    },
+    release() {
+      done = true;
+    },
+  };
+}
+
 export interface CryptoBackend {
   /** "node" or "web": shown by benchmarks and tests, never branched on by callers. */
   readonly name: "node" | "web";

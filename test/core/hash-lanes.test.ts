@@ -106,4 +106,20 @@ describe("hash lanes (worker-thread SHA-256 / SHA-512)", () => {
     expect(Buffer.from(await h.digest()).toString("hex")).toBe(reference("sha256", data));
     expect(hashLaneStats().laned).toBe(before + 1);
   });
+
+  it("a stream the worker cannot hash fails with a typed error, whenever it is awaited; the others go on", async () => {
+    // Past the ring: the error reaches an update that waits for room.
+    const waiting = createLaneHash("no-such-hash" as "sha256");
+    await expect(waiting.update(randomBytes(MiB))).rejects.toMatchObject({ code: "internal" });
+    // Within the ring: the error comes while nothing waits, and is kept for the digest.
+    const quiet = createLaneHash("no-such-hash" as "sha256");
+    expect(quiet.update(randomBytes(300 * KiB))).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 100));
+    await expect(quiet.digest()).rejects.toMatchObject({ code: "internal" });
+    // The worker dropped those two lanes only: the next stream still goes to it.
+    const laned = hashLaneStats().laned;
+    const data = randomBytes(MiB);
+    expect(await laneDigest("sha256", data, [64 * KiB])).toBe(reference("sha256", data));
+    expect(hashLaneStats().laned).toBe(laned + 1);
+  });
 });

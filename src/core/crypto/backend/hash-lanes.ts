@@ -52,7 +52,11 @@ for (;;) {
   const rung = Atomics.load(bell, 0);
   for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
     const { id, algorithm, ring } = m.message;
-    lanes.set(id, { id, hash: createHash(algorithm), ctl: new Int32Array(ring, 0, 4), data: new Uint8Array(ring, ${CTL_BYTES}), read: 0 });
+    try {
+      lanes.set(id, { id, hash: createHash(algorithm), ctl: new Int32Array(ring, 0, 4), data: new Uint8Array(ring, ${CTL_BYTES}), read: 0 });
+    } catch (e) {
+      port.postMessage({ id, error: String(e && e.message || e) });
+    }
   }
   let worked = false;
   for (const lane of lanes.values()) {
@@ -83,9 +87,11 @@ for (;;) {
 }
 `;
 
+/** What a stream awaits from the worker: room in its ring, or its digest. */
 interface Waiter {
-  space?: () => void;
-  digest?: { resolve(d: Uint8Array): void; reject(e: unknown): void };
+  kind: "space" | "digest";
+  resolve(digest?: Uint8Array): void;
+  reject(e: unknown): void;
 }
 
 /** The worker and the lanes it serves. */
@@ -94,6 +100,8 @@ class LaneHost {
   readonly #port: MessagePort;
   readonly #bell = new Int32Array(new SharedArrayBuffer(4));
   readonly #waiters = new Map<number, Waiter>();
+  /** Lanes the worker gave up on (its hash threw) before anybody awaited them. */
+  readonly #laneFailures = new Map<number, HandsafeError>();
   readonly #idleRings: SharedArrayBuffer[] = [];
   #nextId = 1;
   #lanes = 0;
@@ -142,6 +150,7 @@ class LaneHost {
   /** The lane is done with: its ring may serve another stream once the worker dropped it. */
   close(id: number, ring: SharedArrayBuffer, reusable: boolean): void {
     this.#waiters.delete(id);
+    this.#laneFailures.delete(id);
     this.#refresh();
     this.#lanes--;
     if (reusable && this.#idleRings.length < IDLE_RINGS) this.#idleRings.push(ring);
@@ -153,43 +162,43 @@ class LaneHost {
     this.#refresh();
   }
 
-  waitSpace(id: number): Promise<void> {
-    return this.#wait(id, (settle) => ({ space: () => settle.resolve(undefined) }));
+  async waitSpace(id: number): Promise<void> {
+    await this.#wait(id, "space");
   }
 
-  waitDigest(id: number): Promise<Uint8Array> {
-    return this.#wait(id, (settle) => ({ digest: settle }));
+  async waitDigest(id: number): Promise<Uint8Array> {
+    return (await this.#wait(id, "digest"))!;
   }
 
-  #wait<T>(
-    id: number,
-    make: (settle: { resolve(v: T): void; reject(e: unknown): void }) => Waiter,
-  ): Promise<T> {
-    if (this.#failure !== undefined) return Promise.reject(this.#failure);
-    return new Promise<T>((resolve, reject) => {
-      this.#waiters.set(id, make({ resolve, reject }));
+  #wait(id: number, kind: Waiter["kind"]): Promise<Uint8Array | undefined> {
+    const failed = this.#failure ?? this.#laneFailures.get(id);
+    if (failed !== undefined) return Promise.reject(failed);
+    return new Promise((resolve, reject) => {
+      this.#waiters.set(id, { kind, resolve, reject });
       this.#refresh();
     });
   }
 
   #answer(m: { id: number; space?: true; digest?: Uint8Array; error?: string }): void {
     const waiter = this.#waiters.get(m.id);
-    if (waiter === undefined) return; // a "space" nobody waits for any more
-    if (m.space && waiter.space) {
-      this.#waiters.delete(m.id);
-      this.#refresh();
-      waiter.space();
-    } else if (m.digest && waiter.digest) {
-      this.#waiters.delete(m.id);
-      this.#refresh();
-      waiter.digest.resolve(new Uint8Array(m.digest));
-    } else if (m.error !== undefined) {
-      this.#waiters.delete(m.id);
-      this.#refresh();
+    if (m.error !== undefined) {
       const e = new HandsafeError("internal", `hash worker: ${m.error}`, { status: 500 });
-      waiter.digest?.reject(e);
-      waiter.space?.();
+      // The worker dropped the lane: whoever waits on it now, or later, is told.
+      if (waiter === undefined) this.#laneFailures.set(m.id, e);
+      else this.#settle(m.id, () => waiter.reject(e));
+    } else if (m.space && waiter?.kind === "space") {
+      this.#settle(m.id, () => waiter.resolve());
+    } else if (m.digest && waiter?.kind === "digest") {
+      const digest = new Uint8Array(m.digest);
+      this.#settle(m.id, () => waiter.resolve(digest));
     }
+    // Otherwise a "space" nobody waits for any more.
+  }
+
+  #settle(id: number, settle: () => void): void {
+    this.#waiters.delete(id);
+    this.#refresh();
+    settle();
   }
 
   /** The port keeps the process alive only while somebody awaits the worker. */
@@ -205,10 +214,7 @@ class LaneHost {
       status: 500,
       cause: this.#failure,
     });
-    for (const waiter of this.#waiters.values()) {
-      waiter.digest?.reject(failure);
-      waiter.space?.();
-    }
+    for (const waiter of this.#waiters.values()) waiter.reject(failure);
     this.#waiters.clear();
     this.#port.close();
   }
@@ -442,12 +448,20 @@ class LaneHash implements StreamHash {
       if (lane === undefined) throw new HandsafeError("internal", "the hash was released", { status: 500 });
       if (lane.host.failure !== undefined) throw hashFailed(lane.host.failure);
       const space = lane.host.waitSpace(lane.id);
+      space.catch(() => {}); // observed below when waited on; dropped when room was found after all
       Atomics.store(lane.ctl, WANT_SPACE, 1);
       // The worker may have made room before it saw WANT_SPACE: look again before waiting.
       const before = at;
       at = this.#copyIn(data, at);
-      if (at === before) await space;
-      else lane.host.cancelWait(lane.id);
+      if (at !== before) {
+        lane.host.cancelWait(lane.id);
+        continue;
+      }
+      try {
+        await space;
+      } catch (e) {
+        throw hashFailed(e);
+      }
     }
   }
 }

@@ -4,6 +4,7 @@ import { canonicalJson } from "../core/codec/canonical-json.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { prepareQuery } from "./db/compiled.ts";
 import type { Database } from "./db/database.ts";
+import { executeCompiled } from "./db/direct.ts";
 import { AUDIT_GENESIS_HASH } from "./db/migrations/0001_platform.ts";
 
 /**
@@ -151,6 +152,19 @@ const moveHead = prepareQuery(
  */
 const lastHeads = new WeakMap<Database, Head>();
 
+/** An entry checked (checkEntry) and timed, waiting for its place in the chain. */
+interface Checked {
+  entry: AuditEntry;
+  details: Record<string, unknown>;
+  detailsText: string;
+  at: number;
+}
+
+function checked(entry: AuditEntry, at: number): Checked {
+  const { details, text } = checkEntry(entry);
+  return { entry, details, detailsText: text, at };
+}
+
 /**
  * Appends one record. With `within` (a transaction of `database` the caller has open) the record is
  * part of that transaction: it commits, or not, with the decision it records. Put it last there: on
@@ -161,26 +175,47 @@ export async function appendAudit(
   entry: AuditEntry,
   within?: Kysely<unknown>,
 ): Promise<AuditRecord> {
-  const { details, text: detailsText } = checkEntry(entry);
-  const record = (head: Head): AuditRecord => {
+  const item = checked(entry, Date.now());
+  const append = async (trx: Kysely<AuditTables>) => (await appendChecked(database, [item], trx))[0]!;
+  if (within !== undefined) return append(within as Kysely<AuditTables>);
+  return tables(database).transaction().execute(append);
+}
+
+/** The records `items` make after `head`, chained in order. */
+function chain(head: Head, items: readonly Checked[]): AuditRecord[] {
+  const out: AuditRecord[] = [];
+  let prev = head;
+  for (const { entry, details, detailsText, at } of items) {
     const fields = {
-      seq: head.seq + 1,
-      at: Date.now(),
+      seq: prev.seq + 1,
+      at,
       actor: entry.actor,
       action: entry.action,
       subject: entry.subject ?? null,
       outcome: entry.outcome,
     };
-    return {
+    const r = {
       ...fields,
       details,
-      prevHash: head.hash,
-      hash: chainHash(head.hash, recordBody(fields, detailsText)),
+      prevHash: prev.hash,
+      hash: chainHash(prev.hash, recordBody(fields, detailsText)),
     };
-  };
-  const append = async (trx: Kysely<AuditTables>): Promise<AuditRecord> => {
-    const insert = (r: AuditRecord) =>
-      insertRecord.execute(
+    out.push(r);
+    prev = r;
+  }
+  return out;
+}
+
+/** Appends `items` (at least one) in `trx`: one head move and one insert however many they are. */
+async function appendChecked(
+  database: Database,
+  items: readonly Checked[],
+  trx: Kysely<AuditTables>,
+): Promise<AuditRecord[]> {
+  const insert = async (records: readonly AuditRecord[]) => {
+    if (records.length === 1) {
+      const r = records[0]!;
+      await insertRecord.execute(
         trx,
         r.seq,
         r.at,
@@ -188,44 +223,103 @@ export async function appendAudit(
         r.action,
         r.subject,
         r.outcome,
-        detailsText,
+        items[0]!.detailsText,
         r.prevHash,
         r.hash,
       );
-    const guess = lastHeads.get(database);
-    if (guess !== undefined) {
-      // The head moves only if it still is the guess: one statement, which takes the head row's
-      // lock (PostgreSQL, rechecked after waiting for it) or the write lock (SQLite) first.
-      const r = record(guess);
-      const moved = await moveHead.execute(trx, r.seq, r.hash, guess.seq, guess.hash);
-      if (Number(moved.numAffectedRows) === 1) {
-        await insert(r);
-        lastHeads.set(database, { seq: r.seq, hash: r.hash });
-        return r;
-      }
+      return;
     }
-    // Serialise appenders across processes on the head row. PostgreSQL: a row lock. SQLite:
-    // writing first takes the database write lock before we read, so a second process waits
-    // (busy_timeout) instead of failing to upgrade a read snapshot.
-    if (database.dialect === "sqlite")
-      await trx.updateTable("audit_head").set({ seq: sql`seq` }).where("id", "=", 1).execute();
-    let headQuery = trx.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1);
-    if (database.dialect === "postgres") headQuery = headQuery.forUpdate();
-    const head = await headQuery.executeTakeFirst();
-    if (head === undefined)
-      throw new HandsafeError("storage.schema_missing", "audit_head row missing: migrations not run?", {
-        status: 500,
-      });
-    const r = record({ seq: Number(head.seq), hash: head.hash });
-    await insert(r);
-    await trx.updateTable("audit_head").set({ seq: r.seq, hash: r.hash }).where("id", "=", 1).execute();
-    // Set before the commit: another append that guesses it waits for this transaction's lock
-    // and then finds the head it guessed, or (rolled back) misses and reads the head.
-    lastHeads.set(database, { seq: r.seq, hash: r.hash });
-    return r;
+    const rows = records.map((r, i) => ({
+      seq: r.seq,
+      at: r.at,
+      actor: r.actor,
+      action: r.action,
+      subject: r.subject,
+      outcome: r.outcome,
+      details: items[i]!.detailsText,
+      prev_hash: r.prevHash,
+      hash: r.hash,
+    }));
+    await executeCompiled(trx, trx.insertInto("audit_log").values(rows).compile());
   };
-  if (within !== undefined) return append(within as Kysely<AuditTables>);
-  return tables(database).transaction().execute(append);
+  const guess = lastHeads.get(database);
+  if (guess !== undefined) {
+    // The head moves only if it still is the guess: one statement, which takes the head row's
+    // lock (PostgreSQL, rechecked after waiting for it) or the write lock (SQLite) first.
+    const records = chain(guess, items);
+    const last = records[records.length - 1]!;
+    const moved = await moveHead.execute(trx, last.seq, last.hash, guess.seq, guess.hash);
+    if (Number(moved.numAffectedRows) === 1) {
+      await insert(records);
+      lastHeads.set(database, { seq: last.seq, hash: last.hash });
+      return records;
+    }
+  }
+  // Serialise appenders across processes on the head row. PostgreSQL: a row lock. SQLite:
+  // writing first takes the database write lock before we read, so a second process waits
+  // (busy_timeout) instead of failing to upgrade a read snapshot.
+  if (database.dialect === "sqlite")
+    await trx.updateTable("audit_head").set({ seq: sql`seq` }).where("id", "=", 1).execute();
+  let headQuery = trx.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1);
+  if (database.dialect === "postgres") headQuery = headQuery.forUpdate();
+  const head = await headQuery.executeTakeFirst();
+  if (head === undefined)
+    throw new HandsafeError("storage.schema_missing", "audit_head row missing: migrations not run?", {
+      status: 500,
+    });
+  const records = chain({ seq: Number(head.seq), hash: head.hash }, items);
+  const last = records[records.length - 1]!;
+  await insert(records);
+  await trx.updateTable("audit_head").set({ seq: last.seq, hash: last.hash }).where("id", "=", 1).execute();
+  // Set before the commit: another append that guesses it waits for this transaction's lock
+  // and then finds the head it guessed, or (rolled back) misses and reads the head.
+  lastHeads.set(database, { seq: last.seq, hash: last.hash });
+  return records;
+}
+
+/**
+ * Audit records left for the end of a transaction: a group commit's units (db/group-commit.ts)
+ * each record their decision, and the batch appends them all at once, in its transaction, just
+ * before its commit (one head move and one insert instead of two statements per record). A unit
+ * rolled back to its savepoint drops the records it left (`dropFrom` its `mark`).
+ */
+export interface DeferredAudits {
+  /** Where the records of the unit about to run start. */
+  mark(): number;
+  /** Drops the records left since `mark` (that unit rolled back). */
+  dropFrom(mark: number): void;
+  /** Appends the records left, in the order they were left; none: nothing. */
+  flush(): Promise<void>;
+}
+
+const deferring = new WeakMap<object, Checked[]>();
+
+/** From now on, an audit `within` `trx` (see deferAudit) waits for `flush`. */
+export function deferAuditsIn(database: Database, trx: Kysely<unknown>): DeferredAudits {
+  const pending: Checked[] = [];
+  deferring.set(trx, pending);
+  return {
+    mark: () => pending.length,
+    dropFrom: (mark) => {
+      pending.length = mark;
+    },
+    async flush() {
+      deferring.delete(trx);
+      if (pending.length > 0) await appendChecked(database, pending, trx as Kysely<AuditTables>);
+    },
+  };
+}
+
+/**
+ * Leaves `entry` for the end of `within` when that transaction defers its audits (deferAuditsIn);
+ * false when it does not (the caller appends it now). The entry is checked now, so a bad one still
+ * fails its caller, and it keeps the time it was recorded at.
+ */
+export function deferAudit(within: Kysely<unknown>, entry: AuditEntry): boolean {
+  const pending = deferring.get(within);
+  if (pending === undefined) return false;
+  pending.push(checked(entry, Date.now()));
+  return true;
 }
 
 /** The details as stored (undefined dropped) and their canonical JSON; audit.invalid_entry otherwise. */

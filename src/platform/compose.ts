@@ -4,7 +4,7 @@
  * see in production (the audit within a caller's transaction, the security-event metric, …).
  */
 import type { Kysely } from "kysely";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, deferAudit } from "./audit.ts";
 import { createGuards } from "./auth/guard.ts";
 import type { AuthTables } from "./auth/store.ts";
 import type { Config } from "./config.ts";
@@ -33,6 +33,8 @@ export function createPlatform(input: {
     guards: createGuards(database.db as Kysely<AuthTables>, clock),
     async audit(entry, within) {
       metrics.securityEvents.inc({ action: entry.action, outcome: entry.outcome });
+      // In a group commit's batch the record joins the batch's single append (audit.ts deferAudit).
+      if (within !== undefined && deferAudit(within, entry)) return;
       await appendAudit(database, entry, within);
     },
   };

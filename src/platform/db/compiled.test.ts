@@ -2,7 +2,7 @@ import { type Kysely, sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, databaseKinds, postgresAvailable } from "../../../test/helpers/databases.ts";
 import { prepareQuery } from "./compiled.ts";
-import { type Database, openDatabase } from "./database.ts";
+import { type Database, isUniqueViolation, openDatabase } from "./database.ts";
 
 interface Tables {
   things: { id: string; owner: string; size: number; kind: string };
@@ -64,6 +64,53 @@ describe.each(databaseKinds)("prepared queries on %s", (kind) => {
         })
         .catch(() => undefined);
       expect((await thingsOf.execute(database.db, "dee", 0)).rows).toEqual([]);
+    });
+
+    it("answers as Kysely does: rows, affected rows, insert id; a unique violation passes through", async () => {
+      const viaKysely = await database.db
+        .updateTable("things")
+        .set({ kind: "fixed" })
+        .where("owner", "=", "ann")
+        .executeTakeFirst();
+      const touch = prepareQuery(1, (db: Kysely<Tables>, owner: string) =>
+        db.updateTable("things").set({ kind: "fixed" }).where("owner", "=", owner),
+      );
+      const result = await touch.execute(database.db, "ann");
+      expect(result.numAffectedRows).toBe(viaKysely.numUpdatedRows);
+      expect(result.rows).toEqual([]);
+      const error = await insertThing.execute(database.db, "a", "ann", 1).catch((e: unknown) => e);
+      expect(isUniqueViolation(error)).toBe(true);
+    });
+
+    it("outside a transaction waits for another caller's open transaction and stays out of it", async () => {
+      let release!: () => void;
+      const held = new Promise<void>((r) => {
+        release = r;
+      });
+      let entered!: () => void;
+      const inside = new Promise<void>((r) => {
+        entered = r;
+      });
+      const open = database.db
+        .transaction()
+        .execute(async (trx) => {
+          await insertThing.execute(trx, "t1", "tx", 1);
+          entered();
+          await held;
+          throw new Error("roll back");
+        })
+        .catch(() => undefined);
+      await inside;
+      let done = false;
+      const outside = insertThing.execute(database.db, "o1", "tx", 2).then(() => {
+        done = true;
+      });
+      await new Promise((r) => setTimeout(r, 30));
+      // SQLite: one connection, held by the transaction; PostgreSQL: another connection of the pool.
+      if (kind === "sqlite") expect(done).toBe(false);
+      release();
+      await Promise.all([open, outside]);
+      expect((await thingsOf.execute(database.db, "tx", 0)).rows.map((r) => r.id)).toEqual(["o1"]);
     });
 
     it("refuses a build that does not use every argument", async () => {

@@ -1,12 +1,14 @@
 import type { Compilable, CompiledQuery, DialectAdapter, Kysely, QueryResult } from "kysely";
+import { runDirect } from "./direct.ts";
 
 /**
  * A hot query compiled once per engine and then run with new parameters. Kysely builds and
  * compiles every query anew (a few tens of microseconds each); a fixed-shape query on a hot path
  * need not. `build` is called once per engine with placeholders standing for the arguments; the
  * compiled text is kept, and each run fills the placeholders' positions with that run's arguments
- * (an argument used twice fills both; a constant `build` wrote stays). The text reaches the driver as it would otherwise, so the
- * SQLite statement cache (database.ts) applies as before.
+ * (an argument used twice fills both; a constant `build` wrote stays). On SQLite the statement
+ * runs straight on the connection when no other caller can be using it (direct.ts); otherwise the
+ * text reaches the driver as any query's would, through the same statement cache (database.ts).
  *
  * Only for queries whose shape does not depend on the argument values (no `undefined` columns, no
  * `in` lists of varying length, no branching in `build`), and only on a Kysely without plugins
@@ -50,7 +52,10 @@ export function prepareQuery<DB, A extends readonly unknown[], R>(
     execute(db, ...args) {
       const { compiled, slots } = template(db);
       const parameters = slots.map((i, k) => (i < 0 ? compiled.parameters[k] : args[i]));
-      return db.executeQuery<R>({ ...compiled, parameters } as CompiledQuery<R>);
+      return (
+        runDirect<R>(db, compiled.sql, parameters) ??
+        db.executeQuery<R>({ ...compiled, parameters } as CompiledQuery<R>)
+      );
     },
   };
 }

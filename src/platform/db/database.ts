@@ -13,6 +13,7 @@ import {
 } from "kysely";
 import pg from "pg";
 import { HandsafeError } from "../../core/errors.ts";
+import { registerDirectSqlite } from "./direct.ts";
 import { startSqliteCheckpointer } from "./sqlite-checkpointer.ts";
 import { parseDatabaseUrl, redactDatabaseUrl, SQLITE_MEMORY } from "./url.ts";
 
@@ -77,8 +78,15 @@ function openSqlite<DB>(
   } catch (e) {
     throw unavailable(`cannot open SQLite database at ${path}`, e);
   }
+  const statements = withStatementCache(raw);
+  const hold = { count: 0 };
   const db = new Kysely<DB>({
-    dialect: guardDialect(new SqliteDialect({ database: withStatementCache(raw) })),
+    dialect: guardDialect(new SqliteDialect({ database: statements }), hold),
+  });
+  registerDirectSqlite(db as Kysely<unknown>, {
+    prepare: (text) => statements.prepare(text),
+    held: () => hold.count,
+    mapError: (e) => (isUnavailableError(e) ? unavailable(QUERY_FAILED, e) : e),
   });
   // WAL checkpoints on a worker thread, not inside this connection's commits (sqlite-checkpointer.ts).
   const checkpointer =
@@ -209,20 +217,26 @@ function guard<T>(message: string, work: () => Promise<T>): Promise<T> {
  * HandsafeError("storage.unavailable", 503) at every call site, while query errors (constraint
  * violations, triggers) pass through unchanged for isUniqueViolation and friends.
  */
-function guardDialect(inner: Dialect): Dialect {
+function guardDialect(inner: Dialect, hold?: { count: number }): Dialect {
   return {
     createAdapter: () => inner.createAdapter(),
     createQueryCompiler: () => inner.createQueryCompiler(),
     createIntrospector: (db) => inner.createIntrospector(db),
-    createDriver: () => new GuardedDriver(inner.createDriver()),
+    createDriver: () => new GuardedDriver(inner.createDriver(), hold),
   };
 }
 
+/** The message of a query that failed because storage is unavailable. */
+const QUERY_FAILED = "database query failed: storage unavailable";
+
 class GuardedDriver implements Driver {
   readonly #inner: Driver;
+  /** SQLite: connections acquired and not yet released, for direct.ts (0 or 1: one connection). */
+  readonly #hold: { count: number } | undefined;
 
-  constructor(inner: Driver) {
+  constructor(inner: Driver, hold?: { count: number }) {
     this.#inner = inner;
+    this.#hold = hold;
   }
 
   init(): Promise<void> {
@@ -231,6 +245,7 @@ class GuardedDriver implements Driver {
 
   async acquireConnection(): Promise<DatabaseConnection> {
     const conn = await guard("no database connection available", () => this.#inner.acquireConnection());
+    if (this.#hold) this.#hold.count++;
     return new GuardedConnection(conn);
   }
 
@@ -249,6 +264,7 @@ class GuardedDriver implements Driver {
   }
 
   releaseConnection(connection: DatabaseConnection): Promise<void> {
+    if (this.#hold) this.#hold.count--;
     return this.#inner.releaseConnection(unwrap(connection));
   }
 
@@ -281,9 +297,7 @@ class GuardedConnection implements DatabaseConnection {
   }
 
   executeQuery<R>(compiledQuery: Parameters<DatabaseConnection["executeQuery"]>[0]): Promise<QueryResult<R>> {
-    return guard("database query failed: storage unavailable", () =>
-      this.inner.executeQuery<R>(compiledQuery),
-    );
+    return guard(QUERY_FAILED, () => this.inner.executeQuery<R>(compiledQuery));
   }
 
   streamQuery<R>(

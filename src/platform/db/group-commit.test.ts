@@ -1,8 +1,14 @@
 import { type Kysely, sql } from "kysely";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createTestDatabase, databaseKinds, postgresAvailable } from "../../../test/helpers/databases.ts";
+import { listAudit, verifyAuditChain } from "../audit.ts";
+import { createPlatform } from "../compose.ts";
+import { loadConfig } from "../config.ts";
+import type { Platform } from "../context.ts";
 import { type Database, isUniqueViolation, openDatabase } from "./database.ts";
 import { groupCommit } from "./group-commit.ts";
+import { migrateToLatest } from "./migrate.ts";
+import { platformMigrations } from "./migrations/index.ts";
 
 interface Tables {
   notes: { id: string; text: string };
@@ -112,6 +118,84 @@ describe.each(databaseKinds)("group commit on %s", (kind) => {
         expect(await ids(database.db)).toEqual(["ok1", "ok2"]);
       }
       await sql`drop table note_links`.execute(database.db);
+    });
+  });
+});
+
+describe.each(databaseKinds)("group commit with audit records on %s", (kind) => {
+  describe.skipIf(kind === "postgres" && !pgOk)("", () => {
+    let target: Awaited<ReturnType<typeof createTestDatabase>>;
+    let database: Database<Tables>;
+    let platform: Platform;
+    beforeAll(async () => {
+      target = await createTestDatabase(kind);
+      database = await openDatabase<Tables>(target.url);
+      await migrateToLatest(database, platformMigrations);
+      await sql`create table notes (id text primary key, text text not null)`.execute(database.db);
+      platform = createPlatform({
+        config: loadConfig({
+          HANDSAFE_DATA_DIR: "/tmp/handsafe-group-commit-unused",
+          HANDSAFE_MASTER_KEY: "A".repeat(43),
+        }),
+        database,
+      });
+    });
+    afterAll(async () => {
+      await database?.close();
+      await target?.drop();
+    });
+
+    const unit = (id: string, fail: "no" | "after-audit" | "bad-entry") => (trx: Kysely<Tables>) =>
+      (async () => {
+        await trx.insertInto("notes").values({ id, text: "t" }).execute();
+        await platform.audit(
+          {
+            actor: "test",
+            action: "test.noted",
+            subject: `note:${id}`,
+            outcome: "allow",
+            // A float is not canonical JSON: the entry is refused when recorded, not at the commit.
+            details: fail === "bad-entry" ? { x: 1.5 } : { id },
+          },
+          trx,
+        );
+        if (fail === "after-audit") throw new Error("changed its mind");
+        // SQLite batches: the record waits for the end of the batch, so the unit cannot see it yet.
+        const seen = await sql<{
+          n: number;
+        }>`select count(*) as n from audit_log where subject = ${`note:${id}`}`.execute(trx);
+        if (kind === "sqlite") expect(Number(seen.rows[0]!.n)).toBe(0);
+        return id;
+      })();
+
+    it("keeps each committed unit's record, in unit order, and none of a unit rolled back", async () => {
+      const group = groupCommit(database);
+      const plan = [
+        ["a1", "no"],
+        ["a2", "after-audit"],
+        ["a3", "no"],
+        ["a4", "bad-entry"],
+        ["a5", "no"],
+      ] as const;
+      const results = await Promise.allSettled(plan.map(([id, fail]) => group.run(unit(id, fail))));
+      expect(results.map((r) => r.status)).toEqual([
+        "fulfilled",
+        "rejected",
+        "fulfilled",
+        "rejected",
+        "fulfilled",
+      ]);
+      expect((results[3] as PromiseRejectedResult).reason).toMatchObject({ code: "audit.invalid_entry" });
+      // An append outside the group lands after the batch's records, on the same chain.
+      await platform.audit({ actor: "test", action: "test.after", outcome: "info" });
+      const records = await listAudit(database, { limit: 100 });
+      const ours = records.filter((r) => r.action.startsWith("test."));
+      const order = ours.map((r) => r.subject ?? r.action);
+      // SQLite: one batch, its records in unit order. PostgreSQL: each unit commits on its own, in parallel.
+      if (kind === "postgres") order.splice(0, 3, ...order.slice(0, 3).sort());
+      expect(order).toEqual(["note:a1", "note:a3", "note:a5", "test.after"]);
+      expect(await verifyAuditChain(database)).toEqual({ ok: true, count: records.length });
+      if (kind === "sqlite") expect(group.stats().batches).toBe(1);
     });
   });
 });

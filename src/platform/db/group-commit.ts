@@ -1,5 +1,7 @@
 import { CompiledQuery, type Kysely, type Transaction } from "kysely";
+import { deferAuditsIn } from "../audit.ts";
 import type { Database } from "./database.ts";
+import { executeCompiled } from "./direct.ts";
 
 /**
  * Group commit: many callers' small write transactions share one database transaction, each in its
@@ -13,6 +15,10 @@ import type { Database } from "./database.ts";
  * Nothing waits to fill a batch: a unit that arrives while no batch runs starts one on the next
  * turn of the event loop, with whatever else arrived by then; units that arrive while one runs
  * form the next (so batches grow only under load, and an idle server answers as fast as before).
+ *
+ * The audit records the units leave in the batch's transaction (Platform.audit with `within`) are
+ * appended together after the last unit, in one head move and one insert (audit.ts deferAudit); a
+ * unit rolled back drops its own. They still commit, or not, with the decisions they record.
  *
  * SQLite only: it has one writer anyway, so grouping costs no concurrency. On PostgreSQL each unit
  * runs in a transaction of its own, in parallel on the pool (there, grouping units that lock rows
@@ -66,18 +72,22 @@ export function groupCommit<DB>(database: Database<DB>, maxBatch = MAX_BATCH): G
     const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
       await db.transaction().execute(async (trx: Transaction<DB>) => {
+        const audits = deferAuditsIn(database, trx as unknown as Kysely<unknown>);
         for (const p of batch) {
-          await trx.executeQuery(SAVEPOINT);
+          const mark = audits.mark();
+          await executeCompiled(trx, SAVEPOINT);
           try {
             const value = await p.unit(trx);
-            await trx.executeQuery(RELEASE);
+            await executeCompiled(trx, RELEASE);
             outcomes.push({ ok: true, value });
           } catch (error) {
-            await trx.executeQuery(ROLLBACK);
-            await trx.executeQuery(RELEASE);
+            await executeCompiled(trx, ROLLBACK);
+            await executeCompiled(trx, RELEASE);
+            audits.dropFrom(mark);
             outcomes.push({ ok: false, error });
           }
         }
+        await audits.flush();
       });
     } catch (error) {
       // The commit (or a savepoint statement) failed: nothing of the batch is stored.

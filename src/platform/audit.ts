@@ -2,9 +2,8 @@ import { createHash } from "node:crypto";
 import { type Kysely, sql } from "kysely";
 import { canonicalJson } from "../core/codec/canonical-json.ts";
 import { HandsafeError } from "../core/errors.ts";
-import { prepareQuery } from "./db/compiled.ts";
+import { type PreparedQuery, prepareQuery } from "./db/compiled.ts";
 import type { Database } from "./db/database.ts";
-import { executeCompiled } from "./db/direct.ts";
 import { AUDIT_GENESIS_HASH } from "./db/migrations/0001_platform.ts";
 
 /**
@@ -145,6 +144,40 @@ const moveHead = prepareQuery(
       .where("hash", "=", guessHash),
 );
 
+/** The insert of `count` records at once (a group commit's batch), compiled once per count. */
+const insertRecordsQueries = new Map<number, PreparedQuery<AuditTables, unknown[], unknown>>();
+/** Counts compiled at most: a group commit's batches are at most 64 units (more is compiled anew). */
+const MAX_COMPILED_COUNT = 128;
+
+function insertRecordsQuery(count: number): PreparedQuery<AuditTables, unknown[], unknown> {
+  let query = insertRecordsQueries.get(count);
+  if (query === undefined) {
+    query = prepareQuery(RECORD_COLUMNS.length * count, (db: Kysely<AuditTables>, ...a: unknown[]) =>
+      db.insertInto("audit_log").values(
+        Array.from({ length: count }, (_, i) => {
+          const v = (k: number) => a[RECORD_COLUMNS.length * i + k] as never;
+          return Object.fromEntries(RECORD_COLUMNS.map((c, k) => [c, v(k)])) as never;
+        }),
+      ),
+    );
+    if (count <= MAX_COMPILED_COUNT) insertRecordsQueries.set(count, query);
+  }
+  return query;
+}
+
+/** audit_log's columns, in the order insertRecordsQuery takes its arguments. */
+const RECORD_COLUMNS = [
+  "seq",
+  "at",
+  "actor",
+  "action",
+  "subject",
+  "outcome",
+  "details",
+  "prev_hash",
+  "hash",
+] as const;
+
 /**
  * Per open database, the head this process wrote last. Only a guess: appendAudit writes the new
  * head with a compare-and-set on it, so another process or node that appended since (or a
@@ -229,18 +262,18 @@ async function appendChecked(
       );
       return;
     }
-    const rows = records.map((r, i) => ({
-      seq: r.seq,
-      at: r.at,
-      actor: r.actor,
-      action: r.action,
-      subject: r.subject,
-      outcome: r.outcome,
-      details: items[i]!.detailsText,
-      prev_hash: r.prevHash,
-      hash: r.hash,
-    }));
-    await executeCompiled(trx, trx.insertInto("audit_log").values(rows).compile());
+    const args = records.flatMap((r, i) => [
+      r.seq,
+      r.at,
+      r.actor,
+      r.action,
+      r.subject,
+      r.outcome,
+      items[i]!.detailsText,
+      r.prevHash,
+      r.hash,
+    ]);
+    await insertRecordsQuery(records.length).execute(trx, ...args);
   };
   const guess = lastHeads.get(database);
   if (guess !== undefined) {

@@ -16,10 +16,15 @@ export function canonicalJson(value: unknown): string {
       return String(value);
     case "object": {
       if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-      const entries = Object.entries(value as Record<string, unknown>)
-        .filter(([, v]) => v !== undefined)
-        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-      return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+      // sort()'s default order compares UTF-16 code units, the order RFC 8785 asks for.
+      const record = value as Record<string, unknown>;
+      let out = "";
+      for (const key of Object.keys(record).sort()) {
+        const v = record[key];
+        if (v === undefined) continue;
+        out += `${out === "" ? "" : ","}${JSON.stringify(key)}:${canonicalJson(v)}`;
+      }
+      return `{${out}}`;
     }
     default:
       throw new TypeError(`canonical JSON cannot encode ${typeof value}`);

@@ -14,6 +14,7 @@ import {
   ensureServerCertificate,
   type ServerCertificate,
 } from "../../src/platform/tls.ts";
+import { until } from "../helpers/wait.ts";
 
 let dataDir: string;
 let cert: ServerCertificate;
@@ -75,14 +76,6 @@ async function caught(promise: Promise<unknown>): Promise<unknown> {
     },
     (e: unknown) => e,
   );
-}
-
-async function until(condition: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 async function expectCode(promise: Promise<unknown>, code: string, status?: number): Promise<void> {

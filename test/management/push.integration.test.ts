@@ -6,10 +6,12 @@
  * refused by the handset like a replayed SMS. On PostgreSQL, a second node reaches a handset
  * connected to the first (LISTEN/NOTIFY); on SQLite it falls back to SMS, as documented.
  */
+
 import { sql } from "kysely";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { toBase64url } from "../../src/core/codec/base64url.ts";
 import { fromUtf8 } from "../../src/core/codec/bytes.ts";
+import { type SseEvent, SseParser } from "../../src/core/codec/sse.ts";
 import { randomBytes } from "../../src/core/crypto/random.ts";
 import type { StreamingHttpTransport } from "../../src/handset/http-client.ts";
 import { MemoryKeystore } from "../../src/handset/keystore.ts";
@@ -27,22 +29,14 @@ import {
 } from "../../src/management/protocol.ts";
 import type { PushSubscriber, PushSubscriberEvent } from "../../src/management/push.ts";
 import { readDynamicKey } from "../../src/management/sms-processor.ts";
-import { type SseEvent, SseParser } from "../../src/core/codec/sse.ts";
 import { listAudit } from "../../src/platform/audit.ts";
 import { databaseKinds, postgresAvailable } from "../helpers/databases.ts";
+import { until } from "../helpers/wait.ts";
 import { imei } from "./fixtures.ts";
 import { type ManagementTestServer, startManagementServer } from "./harness.ts";
 
 const pgOk = await postgresAvailable();
 const NO_SMS = () => new Promise<{ from: string; text: string }>(() => {});
-
-async function until(what: string, check: () => Promise<boolean> | boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe.each(databaseKinds)("push channel on %s", (kind) => {
   describe.skipIf(kind === "postgres" && !pgOk)("", () => {
@@ -288,7 +282,7 @@ describe.each(databaseKinds)("push channel on %s", (kind) => {
         const headers = pushHeaders(file, { nonce: toBase64url(randomBytes(16)) });
         const first = await rawStream(headers);
         expect(first.status).toBe(200);
-        await until("ready", () => first.events.length > 0);
+        await until(() => first.events.length > 0, 5000, "ready");
         expect(first.events[0]?.event).toBe("ready");
         await first.close();
         expect(await inject(headers)).toEqual([401, "signature.replayed"]);
@@ -311,13 +305,17 @@ describe.each(databaseKinds)("push channel on %s", (kind) => {
       await h.subscribe().connected();
       // An eavesdropper's recording of the pushed text (as if lifted off the wire).
       const spy = await rawStream(pushHeaders(file));
-      await until("spy ready", () => spy.events.length > 0);
+      await until(() => spy.events.length > 0, 5000, "spy ready");
       const issued = (await issue(file.deviceId)).json();
-      await until("both streams delivered", () => h.events.filter((e) => e.kind !== "connected").length >= 2);
+      await until(
+        () => h.events.filter((e) => e.kind !== "connected").length >= 2,
+        5000,
+        "both streams delivered",
+      );
       expect(h.events.filter((e) => e.kind === "key")).toHaveLength(1);
       const refused = h.events.find((e) => e.kind === "refused");
       expect(refused).toMatchObject({ error: { code: "management.notification_replayed" } });
-      await until("spy recorded", () => spy.events.some((e) => e.event === "notification"));
+      await until(() => spy.events.some((e) => e.event === "notification"), 5000, "spy recorded");
       const recorded = spy.events.find((e) => e.event === "notification")!;
       expect(recorded.id).toBe(String(issued.counter));
       await expect(h.client.receive({ from: "push", text: recorded.data })).rejects.toMatchObject({
@@ -334,7 +332,11 @@ describe.each(databaseKinds)("push channel on %s", (kind) => {
       await push.connected();
       expect((await issue(file.deviceId)).json().channel).toBe("push");
       await push.close();
-      await until("server saw the hang-up", async () => !(await t.service.push.reachable(file.deviceId)));
+      await until(
+        async () => !(await t.service.push.reachable(file.deviceId)),
+        5000,
+        "server saw the hang-up",
+      );
       const bySms = (await issue(file.deviceId)).json();
       expect(bySms.channel).toBe("sms");
       expect(t.sms.textsTo(msisdn)).toHaveLength(1);
@@ -344,7 +346,7 @@ describe.each(databaseKinds)("push channel on %s", (kind) => {
       const missed = (await issue(file.deviceId)).json();
       expect(missed.channel).toBe("sms");
       const again = h.subscribe();
-      await until("catch-up", () => h.events.some((e) => e.kind === "key" && e.keyId === missed.keyId));
+      await until(() => h.events.some((e) => e.kind === "key" && e.keyId === missed.keyId), 5000, "catch-up");
       await again.connected();
       expect(await readDynamicKey(h.keystore, file.deviceId)).toMatchObject({ keyId: missed.keyId });
       const resent = (await audit("management.dynamic_key_resent")).filter(
@@ -366,7 +368,11 @@ describe.each(databaseKinds)("push channel on %s", (kind) => {
       const push = h.subscribe();
       await push.connected();
       await push.close();
-      await until("server saw the hang-up", async () => !(await t.service.push.reachable(file.deviceId)));
+      await until(
+        async () => !(await t.service.push.reachable(file.deviceId)),
+        5000,
+        "server saw the hang-up",
+      );
       const res = await issue(file.deviceId);
       expect([res.status, res.json().error.code]).toEqual([409, "management.no_msisdn"]);
     });
@@ -441,11 +447,13 @@ describe.each(databaseKinds)("push channel on %s", (kind) => {
         const push = h.subscribe();
         await push.connected();
         await node3.close();
-        await until("disconnected", () => h.events.some((e) => e.kind === "disconnected"));
+        await until(() => h.events.some((e) => e.kind === "disconnected"), 5000, "disconnected");
         // The stream ended cleanly; the next attempts find no server and are retried, not fatal.
         expect(h.events.find((e) => e.kind === "disconnected")).not.toHaveProperty("error");
-        await until("a failed reconnect", () =>
-          h.events.some((e) => e.kind === "disconnected" && e.error?.code === "transport.unreachable"),
+        await until(
+          () => h.events.some((e) => e.kind === "disconnected" && e.error?.code === "transport.unreachable"),
+          5000,
+          "a failed reconnect",
         );
         expect(push.state === "waiting" || push.state === "connecting").toBe(true);
         await push.close();

@@ -1,12 +1,14 @@
 /**
  * The SMPP gateway against the smpp package's own server as a real local SMSC over TCP.
  */
+
 import type { AddressInfo } from "node:net";
 import smpp, { type PDU, type Session } from "smpp";
 import { afterEach, describe, expect, it } from "vitest";
 import { isHandsafeError } from "../../src/core/errors.ts";
 import { createSmppGateway, type SmppEvent } from "../../src/platform/notify/sms/smpp.ts";
 import type { InboundSms } from "../../src/platform/notify/sms/types.ts";
+import { until } from "../helpers/wait.ts";
 
 const SERVICE = "+447911123456";
 const HANDSET = "+33612345678";
@@ -94,18 +96,6 @@ async function gatewayFor(
   });
   cleanup.push(() => gateway.close());
   return { gateway, events };
-}
-
-function until(check: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const poll = () => {
-      if (check()) return resolve();
-      if (Date.now() > deadline) return reject(new Error("condition not met in time"));
-      setTimeout(poll, 10);
-    };
-    poll();
-  });
 }
 
 function reassemble(pdus: PDU[]): string {
@@ -253,7 +243,7 @@ describe("SMPP gateway against a local SMSC", () => {
     const { gateway, events } = await gatewayFor(first, { bindWaitMs: 300 });
     await gateway.send(HANDSET, "one");
     await first.stop();
-    await until(() => !gateway.bound);
+    await until(() => !gateway.bound, 5000);
     await expect(gateway.send(HANDSET, "lost")).rejects.toMatchObject({ code: "sms.unavailable" });
     const second = await startSmsc({ port: first.port });
     cleanup.push(second.stop);
@@ -269,7 +259,7 @@ describe("SMPP gateway against a local SMSC", () => {
     cleanup.push(smsc.stop);
     const { gateway } = await gatewayFor(smsc, { enquireLinkMs: 50 });
     await gateway.waitUntilBound();
-    await until(() => smsc.enquireLinks >= 2);
+    await until(() => smsc.enquireLinks >= 2, 5000);
     expect(gateway.bound).toBe(true);
   });
 

@@ -110,9 +110,18 @@ export function messageWaitingText(senderName: string): string {
   return `${senderName} sent you a secure message. Open handsafe to read it.`;
 }
 
+/** The minute formatUtc wrote last, and what it wrote: a burst of messages expires in the same minute. */
+let lastMinute = Number.NaN;
+let lastText = "";
+
 /** "2026-12-01 14:05 UTC" */
 export function formatUtc(epochMs: number): string {
-  return `${new Date(epochMs).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+  const minute = Math.floor(epochMs / 60_000);
+  if (minute !== lastMinute) {
+    lastText = `${new Date(minute * 60_000).toISOString().slice(0, 16).replace("T", " ")} UTC`;
+    lastMinute = minute;
+  }
+  return lastText;
 }
 
 export function appLinkText(senderName: string, appUrl: string, expiresAt: number): string {

@@ -14,6 +14,7 @@ import {
   codeAttemptOutcome,
   decodeMessagePlaintext,
   encodeMessagePlaintext,
+  formatUtc,
   handsetCodeText,
   LABELS,
   MAX_CODE_TRIES,
@@ -232,6 +233,15 @@ describe("texts", () => {
     expect(appLinkText("Clinic", "https://get.example/app", Date.UTC(2026, 11, 1, 14, 5))).toBe(
       "Clinic sent you a secure message. Get the handsafe app: https://get.example/app - it expires 2026-12-01 14:05 UTC.",
     );
+  });
+
+  it("writes each time to the minute, whatever came before (formatUtc remembers the last minute)", () => {
+    const at = (m: number, s = 0) => Date.UTC(2026, 11, 31, 23, m, s);
+    expect(formatUtc(at(59, 59))).toBe("2026-12-31 23:59 UTC");
+    expect(formatUtc(at(59, 1))).toBe("2026-12-31 23:59 UTC");
+    expect(formatUtc(at(59, 59) + 1000)).toBe("2027-01-01 00:00 UTC");
+    expect(formatUtc(at(58, 30))).toBe("2026-12-31 23:58 UTC");
+    expect(formatUtc(0)).toBe("1970-01-01 00:00 UTC");
   });
 
   it.each([

@@ -69,7 +69,8 @@ export function newSmsId(now: number): string {
     lastMillis = now;
     counter = 0;
   } else counter++;
-  const random = [...randomBytes(8)].map((b) => (b % 36).toString(36)).join("");
+  let random = "";
+  for (const b of randomBytes(8)) random += (b % 36).toString(36);
   return `sms_${lastMillis.toString(36).padStart(9, "0")}${counter.toString(36).padStart(4, "0")}${random}`;
 }
 

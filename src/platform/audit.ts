@@ -114,25 +114,8 @@ function recordBody(fields: Omit<AuditRecord, "prevHash" | "hash" | "details">, 
 
 type Head = { seq: number; hash: string };
 
-// The two statements of every append, compiled once (db/compiled.ts): appends are on hot paths.
-const insertRecord = prepareQuery(
-  9,
-  (
-    db: Kysely<AuditTables>,
-    seq: number,
-    at: number,
-    actor: string,
-    action: string,
-    subject: string | null,
-    outcome: string,
-    details: string,
-    prevHash: string,
-    hash: string,
-  ) =>
-    db
-      .insertInto("audit_log")
-      .values({ seq, at, actor, action, subject, outcome, details, prev_hash: prevHash, hash }),
-);
+// The two statements of every append (this head move and insertRecordsQuery), compiled once
+// (db/compiled.ts): appends are on hot paths.
 const moveHead = prepareQuery(
   4,
   (db: Kysely<AuditTables>, seq: number, hash: string, guessSeq: number, guessHash: string) =>
@@ -144,7 +127,7 @@ const moveHead = prepareQuery(
       .where("hash", "=", guessHash),
 );
 
-/** The insert of `count` records at once (a group commit's batch), compiled once per count. */
+/** The insert of `count` records (one, or a group commit's batch), compiled once per count. */
 const insertRecordsQueries = new Map<number, PreparedQuery<AuditTables, unknown[], unknown>>();
 /** Counts compiled at most: a group commit's batches are at most 64 units (more is compiled anew). */
 const MAX_COMPILED_COUNT = 128;
@@ -246,22 +229,6 @@ async function appendChecked(
   trx: Kysely<AuditTables>,
 ): Promise<AuditRecord[]> {
   const insert = async (records: readonly AuditRecord[]) => {
-    if (records.length === 1) {
-      const r = records[0]!;
-      await insertRecord.execute(
-        trx,
-        r.seq,
-        r.at,
-        r.actor,
-        r.action,
-        r.subject,
-        r.outcome,
-        items[0]!.detailsText,
-        r.prevHash,
-        r.hash,
-      );
-      return;
-    }
     const args = records.flatMap((r, i) => [
       r.seq,
       r.at,

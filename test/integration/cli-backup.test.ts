@@ -268,5 +268,6 @@ describe("handsafe backup … against a running server", () => {
     );
     expect(gone.code).toBe(1);
     expect(gone.stderr).toMatch(/^error \[backup\.not_found\]/m);
-  }, 120_000);
+    // About 25 commands, each its own process: 71 s alone on a 2-core machine, 86 s beside another fork.
+  }, 240_000);
 });

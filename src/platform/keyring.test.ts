@@ -1,3 +1,4 @@
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { chmodSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,6 +34,35 @@ describe("sealAtRest / openAtRest", () => {
     expect(sealed[1]).toBe(8);
     expect(new TextDecoder().decode(sealed.subarray(2, 10))).toBe(kekId(kekA));
     expect(sealed.length).toBe(10 + 60 + 12 + secret.length + 16);
+  });
+
+  it("opens with plain AES-256-GCM as documented, and opens a record written that way", () => {
+    const ring = createKeyring(kekA);
+    const header = Buffer.concat([Buffer.of(1, 8), Buffer.from(kekId(kekA))]);
+    const aadFor = (label: string) =>
+      Buffer.concat([Buffer.from(label), Buffer.of(0), header, Buffer.from(aad)]);
+    const open = (key: Uint8Array, sealed: Uint8Array, label: string) => {
+      const d = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, 12));
+      d.setAAD(aadFor(label));
+      d.setAuthTag(sealed.subarray(sealed.length - 16));
+      return Buffer.concat([d.update(sealed.subarray(12, sealed.length - 16)), d.final()]);
+    };
+    const seal = (key: Uint8Array, plaintext: Uint8Array, label: string) => {
+      const nonce = randomBytes(12);
+      const c = createCipheriv("aes-256-gcm", key, nonce);
+      c.setAAD(aadFor(label));
+      return Buffer.concat([nonce, c.update(plaintext), c.final(), c.getAuthTag()]);
+    };
+    const sealed = ring.sealAtRest(secret, aad);
+    const dek = open(kekA, sealed.subarray(10, 70), "handsafe/v1/at-rest/dek");
+    expect(new Uint8Array(open(dek, sealed.subarray(70), "handsafe/v1/at-rest/data"))).toEqual(secret);
+    const ourDek = randomBytes(32);
+    const written = Buffer.concat([
+      header,
+      seal(kekA, ourDek, "handsafe/v1/at-rest/dek"),
+      seal(ourDek, secret, "handsafe/v1/at-rest/data"),
+    ]);
+    expect(ring.openAtRest(written, aad)).toEqual(secret);
   });
 
   it("kid = first 8 hex of SHA-256(label || key)", () => {

@@ -93,15 +93,22 @@ export function createKeyring(current: Uint8Array, previous: readonly Uint8Array
     }
   };
 
+  // What every seal under the current KEK starts with: the header, and each AAD's label || 0 || header.
+  const kidBytes = utf8(currentKid);
+  const header = concatBytes(Uint8Array.of(AT_REST_VERSION, kidBytes.length), kidBytes);
+  const dekAadPrefix = labelled(AT_REST_DEK_LABEL, header, new Uint8Array(0));
+  const dataAadPrefix = labelled(AT_REST_DATA_LABEL, header, new Uint8Array(0));
+
+  // Written in place: header || wrap nonce || wrapped data key || wrap tag || nonce || ciphertext || tag.
   const seal = (plaintext: Uint8Array, aad: string): Uint8Array => {
-    const kidBytes = utf8(currentKid);
-    const header = concatBytes(Uint8Array.of(AT_REST_VERSION, kidBytes.length), kidBytes);
     const aadBytes = utf8(aad);
     const dek = randomBytes(KEY_LENGTH);
+    const out = new Uint8Array(header.length + WRAPPED_LENGTH + NONCE_LENGTH + plaintext.length + TAG_LENGTH);
+    out.set(header, 0);
     try {
-      const wrapped = gcmSeal(currentKey, dek, labelled(AT_REST_DEK_LABEL, header, aadBytes));
-      const body = gcmSeal(dek, plaintext, labelled(AT_REST_DATA_LABEL, header, aadBytes));
-      return concatBytes(header, wrapped, body);
+      const at = gcmSealInto(currentKey, dek, concatBytes(dekAadPrefix, aadBytes), out, header.length);
+      gcmSealInto(dek, plaintext, concatBytes(dataAadPrefix, aadBytes), out, at);
+      return out;
     } finally {
       dek.fill(0);
     }
@@ -271,13 +278,24 @@ function labelled(label: string, header: Uint8Array, aad: Uint8Array): Uint8Arra
   return concatBytes(utf8(label), Uint8Array.of(0), header, aad);
 }
 
-/** nonce (12) || ciphertext || tag (16) */
-function gcmSeal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
+/** Writes nonce (12) || ciphertext || tag (16) into `out` at `at`; returns where it ended. */
+function gcmSealInto(
+  key: Uint8Array,
+  plaintext: Uint8Array,
+  aad: Uint8Array,
+  out: Uint8Array,
+  at: number,
+): number {
   const nonce = randomBytes(NONCE_LENGTH);
+  out.set(nonce, at);
   const cipher = createCipheriv("aes-256-gcm", key, nonce, { authTagLength: TAG_LENGTH });
   cipher.setAAD(aad);
-  const ct = concatBytes(cipher.update(plaintext), cipher.final());
-  return concatBytes(nonce, ct, cipher.getAuthTag());
+  let end = at + NONCE_LENGTH;
+  for (const part of [cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]) {
+    out.set(part, end);
+    end += part.length;
+  }
+  return end;
 }
 
 function gcmOpen(key: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Uint8Array {

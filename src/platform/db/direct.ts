@@ -5,8 +5,9 @@ import type { CompiledQuery, DialectAdapter, Kysely, QueryResult } from "kysely"
  *
  * better-sqlite3 is synchronous: Kysely's SQLite driver runs each query at once, but only after a
  * connection mutex, a connection provider and a handful of promise hops per query. On this
- * project's hot paths (an accepted message runs ten statements) that machinery cost more than the
- * statements themselves: about 15 µs a statement against SQLite's 5–10.
+ * project's hot paths (an accepted message runs about eight statements) that machinery cost more
+ * than the statements themselves: an audit record in a group commit (savepoint, head move, insert,
+ * release) took about 120 µs through Kysely against about 50 µs on better-sqlite3 alone.
  *
  * A statement may skip it when no other code can be using the connection at that moment:
  * - inside a transaction of this database (`db.isTransaction`): the transaction holds the one

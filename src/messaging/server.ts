@@ -326,7 +326,8 @@ export class MessagingService {
       let written: { sealed: number; noticeAfterCommit: string | undefined; handsetIds: string[] };
       try {
         // One unit of a group commit: the number's row, the message, its deliveries, the notice
-        // when the gateway is the outbox, and the audit record of the decision, all or none.
+        // when the gateway is the outbox, and the audit record of the decision, all or none. It
+        // may run twice (its batch retried), so it does nothing outside this transaction.
         written = await this.acceptances.run(async (trx) => {
           // The number's row first (the notice gate): it holds the row to the commit, as a
           // registration does (enrolment.ts). So a registration either committed its handset before

@@ -71,7 +71,7 @@ function openSqlite<DB>(
     raw.pragma(`synchronous = ${sync === "FULL" ? "FULL" : "NORMAL"}`);
     raw.pragma("foreign_keys = ON");
     raw.pragma(`busy_timeout = ${SQLITE_BUSY_TIMEOUT_MS}`);
-    // Savepoints (a group commit gives each unit one, group-commit.ts) keep the pages they change
+    // Savepoints (a group commit's units, when their batch is retried: group-commit.ts) keep the pages they change
     // in a sub-journal, which SQLite spills to a temporary file past 64 KiB: in memory, an accepted
     // message's inserts cost about half as much. Temporary tables and sorts stay in memory too.
     raw.pragma("temp_store = MEMORY");

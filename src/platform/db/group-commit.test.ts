@@ -74,6 +74,29 @@ describe.each(databaseKinds)("group commit on %s", (kind) => {
       expect(await ids(database.db)).toEqual(["a", "c", "d"]);
     });
 
+    it("runs a batch without savepoints, and again with them only when a unit throws", async () => {
+      const runs = new Map<string, number>();
+      const unit = (id: string, fails: boolean) => async (trx: Kysely<Tables>) => {
+        runs.set(id, (runs.get(id) ?? 0) + 1);
+        await trx.insertInto("notes").values({ id, text: "t" }).execute();
+        if (fails) throw new Error(`${id} refuses`);
+      };
+      const group = groupCommit(database);
+      await Promise.all(["p", "q", "r"].map((id) => group.run(unit(id, false))));
+      expect([...runs.values()]).toEqual([1, 1, 1]);
+      expect(group.stats().retries).toBe(0);
+
+      runs.clear();
+      const results = await Promise.allSettled(["s", "t", "u"].map((id) => group.run(unit(id, id === "t"))));
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+      expect(await ids(database.db)).toEqual(["p", "q", "r", "s", "u"]);
+      if (kind === "sqlite") {
+        // s ran, t threw: rolled back whole, then s, t, u each in a savepoint.
+        expect(Object.fromEntries(runs)).toEqual({ s: 2, t: 2, u: 1 });
+        expect(group.stats()).toMatchObject({ batches: 2, retries: 1 });
+      } else expect(Object.fromEntries(runs)).toEqual({ s: 1, t: 1, u: 1 });
+    });
+
     it("survives a statement the database refuses inside a unit (PostgreSQL aborts to the savepoint only)", async () => {
       const group = groupCommit(database);
       await database.db.insertInto("notes").values({ id: "taken", text: "first" }).execute();

@@ -1,5 +1,5 @@
 import type { Compilable, CompiledQuery, DialectAdapter, Kysely, QueryResult } from "kysely";
-import { runDirect } from "./direct.ts";
+import { executeCompiled } from "./direct.ts";
 
 /**
  * A hot query compiled once per engine and then run with new parameters. Kysely builds and
@@ -52,10 +52,7 @@ export function prepareQuery<DB, A extends readonly unknown[], R>(
     execute(db, ...args) {
       const { compiled, slots } = template(db);
       const parameters = slots.map((i, k) => (i < 0 ? compiled.parameters[k] : args[i]));
-      return (
-        runDirect<R>(db, compiled.sql, parameters) ??
-        db.executeQuery<R>({ ...compiled, parameters } as CompiledQuery<R>)
-      );
+      return executeCompiled(db, { ...compiled, parameters } as CompiledQuery<R>);
     },
   };
 }

@@ -95,6 +95,13 @@ describe.each(databaseKinds)("group commit on %s", (kind) => {
         expect(Object.fromEntries(runs)).toEqual({ s: 2, t: 2, u: 1 });
         expect(group.stats()).toMatchObject({ batches: 2, retries: 1 });
       } else expect(Object.fromEntries(runs)).toEqual({ s: 1, t: 1, u: 1 });
+
+      // Alone in its batch, a unit that throws is answered with its own error, run once.
+      runs.clear();
+      await expect(group.run(unit("v", true))).rejects.toThrow("v refuses");
+      expect(Object.fromEntries(runs)).toEqual({ v: 1 });
+      expect(await ids(database.db)).not.toContain("v");
+      if (kind === "sqlite") expect(group.stats().retries).toBe(1);
     });
 
     it("survives a statement the database refuses inside a unit (PostgreSQL aborts to the savepoint only)", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { WriteBehind } from "./streams.ts";
+import { WRITE_DEPTH, WriteBehind } from "./streams.ts";
 
 /** A positional "file" in memory whose writes finish when told to (or fail). */
 function slowFile() {
@@ -26,10 +26,10 @@ function slowFile() {
 const tick = () => new Promise((r) => setImmediate(r));
 
 describe("WriteBehind", () => {
-  it("gathers pieces into batches, one write in flight, told in order", async () => {
+  it("gathers pieces into batches, one write in flight (depth 2), told in order", async () => {
     const file = slowFile();
     const done: number[] = [];
-    const behind = new WriteBehind(file.writeAt, 10, (n) => done.push(n), 4);
+    const behind = new WriteBehind(file.writeAt, 10, (n) => done.push(n), 4, 2);
     // The caller reuses its piece at once: the bytes were copied.
     const piece = new Uint8Array([1, 2, 3]);
     await behind.write(piece);
@@ -63,7 +63,7 @@ describe("WriteBehind", () => {
   it("after a failed write it writes nothing more, tells nothing more, and says why", async () => {
     const file = slowFile();
     const done: number[] = [];
-    const behind = new WriteBehind(file.writeAt, 0, (n) => done.push(n), 2);
+    const behind = new WriteBehind(file.writeAt, 0, (n) => done.push(n), 2, 2);
     await behind.write(new Uint8Array([1, 2])); // batch 1 out
     const w = behind.write(new Uint8Array([3, 4])); // batch 2 out, waits for 1
     await tick();
@@ -82,6 +82,41 @@ describe("WriteBehind", () => {
     await s;
     expect(file.pending).toHaveLength(2);
     expect(done).toEqual([]);
+  });
+
+  it("by default keeps WRITE_DEPTH - 1 writes out, waits for the oldest before reusing its buffer, and completes them in order", async () => {
+    const file = slowFile();
+    const done: number[] = [];
+    const behind = new WriteBehind(file.writeAt, 0, (n) => done.push(n), 2);
+    // Batches 1..WRITE_DEPTH-1 go out without waiting.
+    for (let i = 0; i < WRITE_DEPTH - 1; i++) await behind.write(new Uint8Array([i, i]));
+    expect(file.pending).toHaveLength(WRITE_DEPTH - 1);
+    // The last buffer fills and goes out too; the next to fill is the first one's, still out.
+    let waited = false;
+    const w = behind.write(new Uint8Array([9, 9])).then(() => (waited = true));
+    await tick();
+    expect(file.pending).toHaveLength(WRITE_DEPTH);
+    expect(waited).toBe(false);
+    // The second completes first: nothing is told before the first.
+    file.pending[1]!.finish();
+    await tick();
+    expect(done).toEqual([]);
+    expect(waited).toBe(false);
+    file.pending[0]!.finish();
+    await w;
+    expect(done).toEqual([2]);
+    await behind.write(new Uint8Array([7])); // into the first buffer again
+    const s = behind.settle();
+    for (let i = 2; i < file.pending.length || i <= WRITE_DEPTH; i++) {
+      await tick();
+      file.pending[i]?.finish();
+    }
+    await s;
+    expect(done).toEqual(Array.from({ length: WRITE_DEPTH }, () => 2).concat([1]));
+    const expected = Array.from({ length: WRITE_DEPTH - 1 }, (_, i) => [i, i])
+      .flat()
+      .concat([9, 9, 7]);
+    expect(file.bytes).toEqual(expected);
   });
 
   it("settle() sends what is gathered even when no batch filled", async () => {

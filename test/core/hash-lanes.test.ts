@@ -1,6 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { createLaneHash, hashLaneStats, hashWorkerWanted } from "../../src/core/crypto/backend/hash-lanes.ts";
+import {
+  createLaneHash,
+  hashLaneStats,
+  hashWorkerWanted,
+  LANE_RING_BYTES,
+} from "../../src/core/crypto/backend/hash-lanes.ts";
 import { createStreamHash } from "../../src/core/crypto/hash.ts";
 
 const KiB = 1024;
@@ -37,7 +42,19 @@ describe("whether the hash worker is used", () => {
 
 describe("hash lanes (worker-thread SHA-256 / SHA-512)", () => {
   it("gives node:crypto's digest for every length around the inline limit and the ring size", async () => {
-    for (const size of [0, 1, 256 * KiB - 1, 256 * KiB, 256 * KiB + 1, MiB - 1, MiB, MiB + 1, 5 * MiB + 3]) {
+    const ring = LANE_RING_BYTES;
+    for (const size of [
+      0,
+      1,
+      256 * KiB - 1,
+      256 * KiB,
+      256 * KiB + 1,
+      MiB,
+      ring - 1,
+      ring,
+      ring + 1,
+      2 * ring + 3,
+    ]) {
       const data = randomBytes(size);
       for (const algorithm of ["sha256", "sha512"] as const) {
         for (const pieces of [[64 * KiB], [1, 7, 65_537, 3 * KiB], [3 * MiB]])
@@ -63,7 +80,7 @@ describe("hash lanes (worker-thread SHA-256 / SHA-512)", () => {
 
   it("makes a caller that is ahead of the worker wait instead of holding more than its ring", async () => {
     const h = createLaneHash("sha256");
-    const data = randomBytes(4 * MiB);
+    const data = randomBytes(2 * LANE_RING_BYTES);
     const wait = h.update(data);
     expect(wait).toBeInstanceOf(Promise);
     expect(() => h.update(data)).toThrow(/previous update/);
@@ -110,7 +127,9 @@ describe("hash lanes (worker-thread SHA-256 / SHA-512)", () => {
   it("a stream the worker cannot hash fails with a typed error, whenever it is awaited; the others go on", async () => {
     // Past the ring: the error reaches an update that waits for room.
     const waiting = createLaneHash("no-such-hash" as "sha256");
-    await expect(waiting.update(randomBytes(MiB))).rejects.toMatchObject({ code: "internal" });
+    await expect(waiting.update(randomBytes(LANE_RING_BYTES + MiB))).rejects.toMatchObject({
+      code: "internal",
+    });
     // Within the ring: the error comes while nothing waits, and is kept for the digest.
     const quiet = createLaneHash("no-such-hash" as "sha256");
     expect(quiet.update(randomBytes(300 * KiB))).toBeUndefined();

@@ -14,7 +14,7 @@ import {
 import pg from "pg";
 import { HandsafeError } from "../../core/errors.ts";
 import { registerDirectSqlite } from "./direct.ts";
-import { startSqliteCheckpointer } from "./sqlite-checkpointer.ts";
+import { startSqliteCheckpointer, WAL_SIZE_LIMIT } from "./sqlite-checkpointer.ts";
 import { parseDatabaseUrl, redactDatabaseUrl, SQLITE_MEMORY } from "./url.ts";
 
 export type DatabaseDialect = "sqlite" | "postgres";
@@ -75,6 +75,8 @@ function openSqlite<DB>(
     // in a sub-journal, which SQLite spills to a temporary file past 64 KiB: in memory, an accepted
     // message's inserts cost about half as much. Temporary tables and sorts stay in memory too.
     raw.pragma("temp_store = MEMORY");
+    // A WAL file that grew (a burst before a checkpoint caught up) is cut back when it restarts.
+    raw.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
   } catch (e) {
     throw unavailable(`cannot open SQLite database at ${path}`, e);
   }

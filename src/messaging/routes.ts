@@ -14,15 +14,21 @@ import { bearerToken } from "../platform/auth/guard.ts";
 import type { Platform } from "../platform/context.ts";
 import type { App } from "../platform/http/app.ts";
 import { createDatabaseReplayGuard, type ReplayTables } from "../platform/replay.ts";
-import { CODE_DIGITS, HANDSET_CODE_PREFIX, LABELS, MAX_ATTACHMENT_BYTES } from "./protocol.ts";
 import { HandsetInbox } from "./inbox.ts";
+import {
+  CODE_DIGITS,
+  HANDSET_CODE_PREFIX,
+  LABELS,
+  MAX_ATTACHMENT_BYTES,
+  MESSAGE_ID_PATTERN,
+} from "./protocol.ts";
 import { EVENTS_CONTENT_TYPE, INBOX_EVENTS_PATH, MessagingPush } from "./push.ts";
 import { RegistrationService } from "./registration.ts";
 import { createHandsetRequestAuth } from "./request-auth.ts";
 import { type MessagingDeps, MessagingService } from "./server.ts";
 
 const ErrorBody = Type.Object({ error: Type.Object({ code: Type.String(), message: Type.String() }) });
-const MessageId = Type.String({ pattern: "^msg_[A-Za-z0-9_-]{16}$" });
+const MessageId = Type.String({ pattern: MESSAGE_ID_PATTERN });
 const RegistrationId = Type.String({ pattern: "^reg_[A-Za-z0-9_-]{16}$" });
 /** Loose at the edge on purpose: protocol.ts answers messaging.invalid_body / body_too_large. */
 const Body = Type.Unknown();

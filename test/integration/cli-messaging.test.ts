@@ -63,7 +63,7 @@ describe("handsafe admin sender-…, send and phone … against a running server
 
     // A message to a number with no handset waits for one.
     const sent = await ok(["send", "--to", number, "--text", "Your results are ready"], sender);
-    const messageId = /^message (msg_[\w-]{16}): waiting_registration$/m.exec(sent)?.[1];
+    const messageId = /^message (msg_[\w-]{25}): waiting_registration$/m.exec(sent)?.[1];
     expect(messageId).toBeDefined();
 
     // Two phones for the number: one registers by the code the server texts, one by its own code.
@@ -105,7 +105,7 @@ describe("handsafe admin sender-…, send and phone … against a running server
       ["phone", "reply", "--dir", phone, "--id", messageId!, "--text", "Thank you"],
       env,
     );
-    const replyId = /^reply (rpl_[\w-]{16}) to msg_[\w-]{16} sent$/m.exec(replied)?.[1];
+    const replyId = /^reply (rpl_[\w-]{16}) to msg_[\w-]{25} sent$/m.exec(replied)?.[1];
     expect(replyId).toBeDefined();
 
     const [replies, status, alias] = await Promise.all([

@@ -18,11 +18,13 @@ import {
   handsetCodeText,
   LABELS,
   MAX_CODE_TRIES,
+  MESSAGE_ID,
   type MessagePlaintext,
   maskNumber,
   messageAad,
   messageTransition,
   messagingHandsetId,
+  newMessageId,
   openForHandset,
   parseHandsetCodeText,
   parseMessageBody,
@@ -175,6 +177,30 @@ describe("keys and ids", () => {
     expect(messagingHandsetId(NUMBER, authKey)).toBe(id);
     expect(messagingHandsetId("+447911654321", authKey)).not.toBe(id);
     expect(messagingHandsetId(NUMBER, new Uint8Array(32).fill(4))).not.toBe(id);
+  });
+
+  it("message ids start with their creation time, sort by it as text, and ids of the older form stay valid", async () => {
+    const before = Date.now();
+    const first = newMessageId();
+    await new Promise((r) => setTimeout(r, 5));
+    const second = newMessageId();
+    for (const id of [first, second]) expect(id).toMatch(MESSAGE_ID);
+    expect(first.length).toBe(4 + 9 + 16);
+    const millis = parseInt(first.slice(4, 13), 36);
+    expect(millis).toBeGreaterThanOrEqual(before);
+    expect(millis).toBeLessThanOrEqual(Date.now());
+    // Byte order (SQLite compares text so) is time order.
+    expect(Buffer.compare(Buffer.from(first), Buffer.from(second))).toBe(-1);
+    // Random beyond the prefix: a thousand ids in one millisecond or not, all distinct.
+    expect(new Set(Array.from({ length: 1000 }, newMessageId)).size).toBe(1000);
+    expect(MESSAGE_ID.test("msg_AAAAAAAAAAAAAAAA")).toBe(true);
+    for (const bad of [
+      "msg_AAAAAAAAAAAAAAA",
+      "msg_0000000AAAAAAAAAAAAAAAAA",
+      "msg_ZZZZZZZZZAAAAAAAAAAAAAAAA",
+      "msg_",
+    ])
+      expect(MESSAGE_ID.test(bad), bad).toBe(false);
   });
 
   it("numbers in the audit log are masked", () => {

@@ -89,14 +89,9 @@ export function auditRecordHash(prevHash: string, record: Omit<AuditRecord, "pre
   return chainHash(prevHash, body);
 }
 
+/** SHA-256 of label ‖ 0x00 ‖ prevHash ‖ 0x00 ‖ body (UTF-8), hex: one update, as the bytes are one string. */
 function chainHash(prevHash: string, body: string): string {
-  return createHash("sha256")
-    .update(AUDIT_HASH_LABEL)
-    .update(Buffer.of(0))
-    .update(prevHash)
-    .update(Buffer.of(0))
-    .update(body)
-    .digest("hex");
+  return createHash("sha256").update(`${AUDIT_HASH_LABEL}\u0000${prevHash}\u0000${body}`).digest("hex");
 }
 
 /**
@@ -171,14 +166,13 @@ const lastHeads = new WeakMap<Database, Head>();
 /** An entry checked (checkEntry) and timed, waiting for its place in the chain. */
 interface Checked {
   entry: AuditEntry;
-  details: Record<string, unknown>;
+  /** The details' canonical JSON: what the hash covers and the row stores. */
   detailsText: string;
   at: number;
 }
 
 function checked(entry: AuditEntry, at: number): Checked {
-  const { details, text } = checkEntry(entry);
-  return { entry, details, detailsText: text, at };
+  return { entry, detailsText: checkEntry(entry), at };
 }
 
 /**
@@ -201,7 +195,7 @@ export async function appendAudit(
 function chain(head: Head, items: readonly Checked[]): AuditRecord[] {
   const out: AuditRecord[] = [];
   let prev = head;
-  for (const { entry, details, detailsText, at } of items) {
+  for (const { entry, detailsText, at } of items) {
     const fields = {
       seq: prev.seq + 1,
       at,
@@ -210,14 +204,21 @@ function chain(head: Head, items: readonly Checked[]): AuditRecord[] {
       subject: entry.subject ?? null,
       outcome: entry.outcome,
     };
+    const hash = chainHash(prev.hash, recordBody(fields, detailsText));
+    // The details as stored (undefined dropped), parsed only if someone reads them: a group commit's
+    // deferred records are never returned.
+    let details: Record<string, unknown> | undefined;
     const r = {
       ...fields,
-      details,
+      get details() {
+        details ??= JSON.parse(detailsText) as Record<string, unknown>;
+        return details;
+      },
       prevHash: prev.hash,
-      hash: chainHash(prev.hash, recordBody(fields, detailsText)),
+      hash,
     };
     out.push(r);
-    prev = r;
+    prev = { seq: r.seq, hash };
   }
   return out;
 }
@@ -322,8 +323,8 @@ export function deferAudit(within: Kysely<unknown>, entry: AuditEntry): boolean 
   return true;
 }
 
-/** The details as stored (undefined dropped) and their canonical JSON; audit.invalid_entry otherwise. */
-function checkEntry(entry: AuditEntry): { details: Record<string, unknown>; text: string } {
+/** The details' canonical JSON (undefined dropped); audit.invalid_entry when the entry is not valid. */
+function checkEntry(entry: AuditEntry): string {
   const bad = (why: string) =>
     new HandsafeError("audit.invalid_entry", `audit entry refused: ${why}`, { status: 500 });
   for (const key of ["actor", "action"] as const) {
@@ -348,9 +349,8 @@ function checkEntry(entry: AuditEntry): { details: Record<string, unknown>; text
     throw bad(`details are not canonical-JSON encodable (${e instanceof Error ? e.message : String(e)})`);
   }
   if (text.length > MAX_DETAILS_LENGTH) throw bad(`details exceed ${MAX_DETAILS_LENGTH} characters`);
-  // Round-trip so the returned record holds exactly what the hash covers (undefined dropped); the
-  // canonical JSON of that copy is `text` again.
-  return { details: JSON.parse(text) as Record<string, unknown>, text };
+  // A returned record's details are JSON.parse(text) (chain): exactly what the hash covers.
+  return text;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -156,6 +157,41 @@ describe.each(databaseKinds)("storage on %s", (kind: DatabaseKind) => {
         const rec = await appendAudit(database, { actor: "system", action: "server.start", outcome: "info" });
         expect(rec).toMatchObject({ seq: 1, subject: null, details: {}, prevHash: "0".repeat(64) });
         expect((await listAudit(database, { limit: 1 }))[0]).toEqual(rec);
+      });
+
+      it("each record's hash is SHA-256(label, 0, prevHash, 0, canonical body) as the module header documents", async () => {
+        const { database } = await fresh();
+        const details = { z: "é✓", a: [1, true, null], skipped: undefined };
+        const first = await appendAudit(database, {
+          actor: "system",
+          action: "t.one",
+          outcome: "info",
+          details,
+        });
+        const second = await appendAudit(database, {
+          actor: "a",
+          action: "t.two",
+          subject: "s",
+          outcome: "deny",
+        });
+        for (const r of [first, second]) {
+          // Written out by hand, key order included, so the chain's format cannot drift with the code.
+          const body =
+            `{"action":${JSON.stringify(r.action)},"actor":${JSON.stringify(r.actor)},"at":${r.at},` +
+            `"details":${r.seq === 1 ? '{"a":[1,true,null],"z":"é✓"}' : "{}"},"outcome":${JSON.stringify(r.outcome)},` +
+            `"seq":${r.seq},"subject":${r.subject === null ? "null" : JSON.stringify(r.subject)}}`;
+          const expected = createHash("sha256")
+            .update("handsafe/v1/audit")
+            .update(Buffer.of(0))
+            .update(r.prevHash)
+            .update(Buffer.of(0))
+            .update(body, "utf8")
+            .digest("hex");
+          expect(r.hash).toBe(expected);
+        }
+        expect(second.prevHash).toBe(first.hash);
+        expect(first.details).toEqual({ z: "é✓", a: [1, true, null] });
+        expect(await listAudit(database, { limit: 2 })).toEqual(expect.arrayContaining([first, second]));
       });
 
       it("refuses details that are not canonical JSON (floats)", async () => {

@@ -50,8 +50,12 @@ const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const SIZE = 1024 * MiB;
 const RSS_CEILING_MIB = 128;
-/** Runs of each measurement; the best of them is reported (peak RSS: the worst). */
-const ROUNDS = 2;
+/**
+ * Runs of each measurement; the best of them is reported (peak RSS: the worst). Three: the first
+ * run of each kind here often writes into memory the machine has not touched for a while and runs
+ * up to twice as long as the next (age and ours alike), which left one warm run each with two.
+ */
+const ROUNDS = 3;
 /** Page cache the runs below grow into at most (source, blobs, outputs), touched once first. */
 const WARM_UP_GIB = 6;
 const CHILD = join(import.meta.dirname, "backup-child.ts");

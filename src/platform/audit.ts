@@ -186,73 +186,79 @@ export async function appendAudit(
   within?: Kysely<unknown>,
 ): Promise<AuditRecord> {
   const item = checked(entry, Date.now());
-  const append = async (trx: Kysely<AuditTables>) => (await appendChecked(database, [item], trx))[0]!;
+  const append = async (trx: Kysely<AuditTables>) => (await appendChecked(database, [item], trx, true))[0]!;
   if (within !== undefined) return append(within as Kysely<AuditTables>);
   return tables(database).transaction().execute(append);
 }
 
-/** The records `items` make after `head`, chained in order. */
-function chain(head: Head, items: readonly Checked[]): AuditRecord[] {
-  const out: AuditRecord[] = [];
-  let prev = head;
+/**
+ * What `items` make after `head`, chained in order: the insert's arguments (RECORD_COLUMNS per
+ * record, in order), the new head, and — only when asked for — the records themselves (a group
+ * commit's deferred records are never returned, so they are never built).
+ */
+function chain(
+  head: Head,
+  items: readonly Checked[],
+  wantRecords: boolean,
+): { args: unknown[]; last: Head; records: AuditRecord[] } {
+  const args: unknown[] = new Array(items.length * RECORD_COLUMNS.length);
+  const records: AuditRecord[] = [];
+  let { seq, hash } = head;
+  let k = 0;
   for (const { entry, detailsText, at } of items) {
+    const prevHash = hash;
     const fields = {
-      seq: prev.seq + 1,
+      seq: seq + 1,
       at,
       actor: entry.actor,
       action: entry.action,
       subject: entry.subject ?? null,
       outcome: entry.outcome,
     };
-    const hash = chainHash(prev.hash, recordBody(fields, detailsText));
-    // The details as stored (undefined dropped), parsed only if someone reads them: a group commit's
-    // deferred records are never returned.
-    let details: Record<string, unknown> | undefined;
-    const r = {
-      ...fields,
-      get details() {
-        details ??= JSON.parse(detailsText) as Record<string, unknown>;
-        return details;
-      },
-      prevHash: prev.hash,
-      hash,
-    };
-    out.push(r);
-    prev = { seq: r.seq, hash };
+    seq = fields.seq;
+    hash = chainHash(prevHash, recordBody(fields, detailsText));
+    // In RECORD_COLUMNS order.
+    args[k++] = fields.seq;
+    args[k++] = at;
+    args[k++] = fields.actor;
+    args[k++] = fields.action;
+    args[k++] = fields.subject;
+    args[k++] = fields.outcome;
+    args[k++] = detailsText;
+    args[k++] = prevHash;
+    args[k++] = hash;
+    // The details as stored: exactly what the hash covers (undefined dropped).
+    if (wantRecords)
+      records.push({
+        ...fields,
+        details: JSON.parse(detailsText) as Record<string, unknown>,
+        prevHash,
+        hash,
+      });
   }
-  return out;
+  return { args, last: { seq, hash }, records };
 }
 
-/** Appends `items` (at least one) in `trx`: one head move and one insert however many they are. */
+/**
+ * Appends `items` (at least one) in `trx`: one head move and one insert however many they are.
+ * Returns the records when `wantRecords`, else none.
+ */
 async function appendChecked(
   database: Database,
   items: readonly Checked[],
   trx: Kysely<AuditTables>,
+  wantRecords: boolean,
 ): Promise<AuditRecord[]> {
-  const insert = async (records: readonly AuditRecord[]) => {
-    const args = records.flatMap((r, i) => [
-      r.seq,
-      r.at,
-      r.actor,
-      r.action,
-      r.subject,
-      r.outcome,
-      items[i]!.detailsText,
-      r.prevHash,
-      r.hash,
-    ]);
-    await insertRecordsQuery(records.length).execute(trx, ...args);
-  };
+  const insert = (args: unknown[]) => insertRecordsQuery(items.length).execute(trx, ...args);
   const guess = lastHeads.get(database);
   if (guess !== undefined) {
     // The head moves only if it still is the guess: one statement, which takes the head row's
     // lock (PostgreSQL, rechecked after waiting for it) or the write lock (SQLite) first.
-    const records = chain(guess, items);
-    const last = records[records.length - 1]!;
+    const { args, last, records } = chain(guess, items, wantRecords);
     const moved = await moveHead.execute(trx, last.seq, last.hash, guess.seq, guess.hash);
     if (Number(moved.numAffectedRows) === 1) {
-      await insert(records);
-      lastHeads.set(database, { seq: last.seq, hash: last.hash });
+      await insert(args);
+      lastHeads.set(database, last);
       return records;
     }
   }
@@ -268,13 +274,12 @@ async function appendChecked(
     throw new HandsafeError("storage.schema_missing", "audit_head row missing: migrations not run?", {
       status: 500,
     });
-  const records = chain({ seq: Number(head.seq), hash: head.hash }, items);
-  const last = records[records.length - 1]!;
-  await insert(records);
+  const { args, last, records } = chain({ seq: Number(head.seq), hash: head.hash }, items, wantRecords);
+  await insert(args);
   await trx.updateTable("audit_head").set({ seq: last.seq, hash: last.hash }).where("id", "=", 1).execute();
   // Set before the commit: another append that guesses it waits for this transaction's lock
   // and then finds the head it guessed, or (rolled back) misses and reads the head.
-  lastHeads.set(database, { seq: last.seq, hash: last.hash });
+  lastHeads.set(database, last);
   return records;
 }
 
@@ -306,7 +311,7 @@ export function deferAuditsIn(database: Database, trx: Kysely<unknown>): Deferre
     },
     async flush() {
       deferring.delete(trx);
-      if (pending.length > 0) await appendChecked(database, pending, trx as Kysely<AuditTables>);
+      if (pending.length > 0) await appendChecked(database, pending, trx as Kysely<AuditTables>, false);
     },
   };
 }

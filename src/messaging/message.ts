@@ -132,13 +132,17 @@ export interface MessagePlaintext {
 
 /** plaintext = UTF-8 of the canonical JSON of the record (core/codec/canonical-json.ts). */
 export function encodeMessagePlaintext(p: MessagePlaintext): Uint8Array {
-  // canonicalJson of {v, id, senderId, senderName, to, body, createdAt, expiresAt}, its keys written in
-  // their canonical order here rather than sorted for every message (the protocol test pins the bytes).
-  const j = JSON.stringify;
   return utf8(
-    `{"body":${canonicalJson(p.body)},"createdAt":${canonicalJson(p.createdAt)},` +
-      `"expiresAt":${canonicalJson(p.expiresAt)},"id":${j(p.id)},"senderId":${j(p.senderId)},` +
-      `"senderName":${j(p.senderName)},"to":${j(p.to)},"v":${canonicalJson(p.v)}}`,
+    canonicalJson({
+      v: 1,
+      id: p.id,
+      senderId: p.senderId,
+      senderName: p.senderName,
+      to: p.to,
+      body: p.body,
+      createdAt: p.createdAt,
+      expiresAt: p.expiresAt,
+    }),
   );
 }
 

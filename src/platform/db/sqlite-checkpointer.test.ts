@@ -6,7 +6,7 @@ import { sql } from "kysely";
 import { afterAll, describe, expect, it } from "vitest";
 import { until } from "../../../test/helpers/wait.ts";
 import { openDatabase } from "./database.ts";
-import { RESTART_FRAMES, startSqliteCheckpointer } from "./sqlite-checkpointer.ts";
+import { RESTART_FRAMES, startSqliteCheckpointer, WAL_SIZE_LIMIT } from "./sqlite-checkpointer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "handsafe-checkpointer-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -19,6 +19,9 @@ describe("WAL checkpoints on a worker thread", () => {
     const autocheckpoint = async () =>
       Number(Object.values((await sql`pragma wal_autocheckpoint`.execute(db)).rows[0] as object)[0]);
     await until(async () => (await autocheckpoint()) === 0, 5000);
+    // The serving connection is the one that cuts a grown WAL file back when the WAL restarts.
+    const limit = (await sql`pragma journal_size_limit`.execute(db)).rows[0] as object;
+    expect(Number(Object.values(limit)[0])).toBe(WAL_SIZE_LIMIT);
     await sql`create table t (id integer primary key, v blob)`.execute(db);
     const before = statSync(file).size;
     // About 8 MiB through the WAL, in commits of 64 KiB: past the 1,000 pages SQLite would checkpoint at.

@@ -23,7 +23,8 @@ import { Worker } from "node:worker_threads";
  * the few frames the passive pass left, and holds new writers only until then (they wait in their
  * busy timeout), so the next commit writes the WAL from its start again (Litestream forces the same
  * restart at 10,000 pages). `journal_size_limit` on the serving connection then cuts a WAL file that
- * grew past WAL_SIZE_LIMIT back to it when the WAL restarts.
+ * grew past WAL_SIZE_LIMIT back to it at the first commit after a restart (the writer that restarts
+ * the WAL truncates it; the same pragma on this worker's connection does nothing — checked).
  *
  * Should the worker stop (it cannot start, its connection fails), the connection's own
  * autocheckpoint is switched back on, so the WAL never grows without bound.
@@ -44,8 +45,8 @@ const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
 const Database = require(workerData.module);
 const stop = new Int32Array(workerData.stop);
-const db = new Database(workerData.path, { fileMustExist: true, timeout: 0 });
-db.pragma("journal_size_limit = ${WAL_SIZE_LIMIT}");
+// The busy timeout is for the forced restart only: a passive checkpoint never waits on it.
+const db = new Database(workerData.path, { fileMustExist: true, timeout: ${RESTART_WAIT_MS} });
 parentPort.postMessage("ready");
 const checkpoint = (mode) => {
   try {
@@ -61,13 +62,8 @@ try {
   while (Atomics.wait(stop, 0, 0, ${INTERVAL_MS}) === "timed-out") {
     const passive = checkpoint("PASSIVE");
     if (passive && passive.log >= ${RESTART_FRAMES}) {
-      db.pragma("busy_timeout = ${RESTART_WAIT_MS}");
-      try {
-        const restart = checkpoint("RESTART");
-        if (restart && restart.busy === 0) parentPort.postMessage("restarted");
-      } finally {
-        db.pragma("busy_timeout = 0");
-      }
+      const restart = checkpoint("RESTART");
+      if (restart && restart.busy === 0) parentPort.postMessage("restarted");
     }
   }
 } finally {

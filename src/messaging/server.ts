@@ -300,8 +300,8 @@ export class MessagingService {
       if (earlier) return { id: earlier.id, status: earlier.status, duplicate: true };
     }
 
-    const id = newMessageId();
     const createdAt = this.now();
+    const id = newMessageId(createdAt);
     const expiresAt = createdAt + expirySeconds * 1000;
     const plaintext = encodeMessagePlaintext({
       v: 1,

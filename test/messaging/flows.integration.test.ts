@@ -38,6 +38,7 @@ interface Status {
     readAt?: number;
   }>;
   replies: number;
+  createdAt: number;
 }
 
 describe.each(databaseKinds)("secure messaging end to end on %s", (kind) => {
@@ -86,6 +87,9 @@ describe.each(databaseKinds)("secure messaging end to end on %s", (kind) => {
       const number = "+447911123401";
       const sent = await send(number, { type: "text", text: `Your results: ${MARKER}` });
       expect(sent.status).toBe("waiting_registration");
+      // The id's time prefix is the message's createdAt, from the server's clock (a test clock
+      // here, fixed at the harness's start), not the wall clock at the moment of sending.
+      expect(parseInt(sent.id.slice(4, 13), 36)).toBe((await status(sent.id)).createdAt);
       const h = await t.handset(number);
       const texts = await h.phone.texts();
       expect(texts).toHaveLength(1);

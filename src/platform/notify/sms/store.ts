@@ -7,6 +7,7 @@
  * server nodes, texts created in the same millisecond sort by their counter and random part.
  */
 import { type Kysely, sql } from "kysely";
+import { timePrefix } from "../../../core/codec/time-prefix.ts";
 import { randomBytes } from "../../../core/crypto/random.ts";
 import { prepareQuery } from "../../db/compiled.ts";
 import type { MigrationRegistry } from "../../db/migrate.ts";
@@ -71,7 +72,7 @@ export function newSmsId(now: number): string {
   } else counter++;
   let random = "";
   for (const b of randomBytes(8)) random += (b % 36).toString(36);
-  return `sms_${lastMillis.toString(36).padStart(9, "0")}${counter.toString(36).padStart(4, "0")}${random}`;
+  return `sms_${timePrefix(lastMillis)}${counter.toString(36).padStart(4, "0")}${random}`;
 }
 
 export const SMS_ID_PATTERN = "^sms_[0-9a-z]{21}$";

@@ -274,7 +274,7 @@ export async function benchBackup(): Promise<BenchResult[]> {
     const restoreRss = restore.maxRssBytes / MiB;
     const rssBefore = backup.maxRssBeforeBytes / MiB;
     const rusage = backup.resourceUsageMaxRssBytes / MiB;
-    const rssCeiling = { name: "ceiling", value: RSS_CEILING_MIB };
+    const rssCeiling = { name: `the issue's ${RSS_CEILING_MIB} MiB`, value: RSS_CEILING_MIB };
     const sealed = mbPerSecond(SIZE, sealStore.ms);
     const ageEncDurable = mbPerSecond(SIZE, ageEncryptMs + ageSyncMs);
     return [
@@ -284,6 +284,7 @@ export async function benchBackup(): Promise<BenchResult[]> {
         unit: "MB/s",
         ceiling: { name: "age -r (CLI) + fsync of its output", value: ageEncDurable },
         ratio: sealed / ageEncDurable,
+        aim: { issue: 5, min: 1 },
       },
       {
         name: "  its process's peak RSS (VmHWM)",
@@ -291,6 +292,7 @@ export async function benchBackup(): Promise<BenchResult[]> {
         unit: "MiB",
         ceiling: rssCeiling,
         ratio: sealStore.maxRssBytes / MiB / RSS_CEILING_MIB,
+        aim: { issue: 5, max: 1 },
       },
       {
         name: "backup 1 GiB: age-seal + upload over HTTPS + envelope",
@@ -298,6 +300,7 @@ export async function benchBackup(): Promise<BenchResult[]> {
         unit: "MB/s",
         ceiling: { name: "age -r (CLI)", value: ageEnc },
         ratio: ours / ageEnc,
+        aim: { issue: 5, min: 1 },
       },
       {
         name: "restore 1 GiB: fetch + verify + decrypt + staged write",
@@ -305,6 +308,7 @@ export async function benchBackup(): Promise<BenchResult[]> {
         unit: "MB/s",
         ceiling: { name: "age -d (CLI)", value: ageDec },
         ratio: oursRestore / ageDec,
+        aim: { issue: 5, min: 1 },
       },
       {
         name: "backup process peak RSS (child's own VmHWM, 1 GiB item)",
@@ -312,6 +316,7 @@ export async function benchBackup(): Promise<BenchResult[]> {
         unit: "MiB",
         ceiling: rssCeiling,
         ratio: rss / RSS_CEILING_MIB,
+        aim: { issue: 5, max: 1 },
       },
       {
         name: "  of which before the backup began (node + SDK + keystore)",

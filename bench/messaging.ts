@@ -75,6 +75,7 @@ export async function benchMessaging(): Promise<BenchResult[]> {
         unit: "msg/s",
         ceiling: bound,
         ratio: unregistered / ceiling,
+        aim: { issue: 4, min: 0.7 },
       },
       {
         name: "messages accepted, 1 registered handset (HPKE), for information",

@@ -9,4 +9,26 @@ export interface BenchResult {
   unit: string;
   ceiling?: { name: string; value: number };
   ratio?: number;
+  /** The ratio an issue asks of this figure: at least `min`, or at most `max` (docs/benchmarks.md). */
+  aim?: Aim;
+}
+
+export interface Aim {
+  /** The issue that set it. */
+  issue: number;
+  min?: number;
+  max?: number;
+}
+
+/** Whether `ratio` meets `aim`. */
+export function aimMet(aim: Aim, ratio: number): boolean {
+  return (aim.min === undefined || ratio >= aim.min) && (aim.max === undefined || ratio <= aim.max);
+}
+
+/** "≥ 0.70" or "≤ 1.00". */
+export function aimText(aim: Aim): string {
+  return [
+    ...(aim.min === undefined ? [] : [`≥ ${aim.min.toFixed(2)}`]),
+    ...(aim.max === undefined ? [] : [`≤ ${aim.max.toFixed(2)}`]),
+  ].join(" and ");
 }

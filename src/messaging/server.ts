@@ -16,6 +16,7 @@ import { HandsafeError } from "../core/errors.ts";
 import { hashToken } from "../platform/auth/store.ts";
 import type { AuditEntry, Platform } from "../platform/context.ts";
 import { type GroupCommit, groupCommit } from "../platform/db/group-commit.ts";
+import { groupCommitMetrics } from "../platform/http/metrics.ts";
 import { normalisePhoneNumber } from "../platform/notify/sms/phone.ts";
 import type { SmsGateway } from "../platform/notify/sms/types.ts";
 import { checkWebhookUrl as checkPlatformWebhookUrl, enqueueWebhook } from "../platform/notify/webhooks.ts";
@@ -166,6 +167,7 @@ export class MessagingService {
   ) {
     this.db = platform.db;
     this.acceptances = groupCommit(platform.database);
+    groupCommitMetrics(platform.metrics.registry, "messaging_accept", this.acceptances);
   }
 
   now(): number {

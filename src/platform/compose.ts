@@ -10,7 +10,7 @@ import type { AuthTables } from "./auth/store.ts";
 import type { Config } from "./config.ts";
 import type { Platform } from "./context.ts";
 import type { Database } from "./db/database.ts";
-import { createMetrics, type Metrics } from "./http/metrics.ts";
+import { collectedGauge, createMetrics, type Metrics } from "./http/metrics.ts";
 import { keyringFromConfig } from "./keyring.ts";
 
 export function createPlatform(input: {
@@ -23,6 +23,15 @@ export function createPlatform(input: {
   const { config, database } = input;
   const clock = input.clock ?? Date.now;
   const metrics = input.metrics ?? createMetrics();
+  const walRestarts = database.walRestarts;
+  if (walRestarts !== undefined)
+    collectedGauge(
+      metrics.registry,
+      "handsafe_sqlite_wal_restarts",
+      "WAL restarts the SQLite checkpoint worker forced since the server started (commits that never paused)",
+      {},
+      walRestarts,
+    );
   return {
     config,
     database,

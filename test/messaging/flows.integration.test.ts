@@ -436,6 +436,29 @@ describe.each(databaseKinds)("secure messaging end to end on %s", (kind) => {
       expect(body.senders.find((x) => x.id === bank.id)?.disabledAt).toEqual(expect.any(Number));
     });
 
+    it("operators see the acceptances' group commit in /metrics, and on SQLite the WAL restarts", async () => {
+      const scrape = async () => t.server.platform.metrics.registry.metrics();
+      const gauge = (text: string, name: string) => {
+        const m = new RegExp(`^${name}\\{group="messaging_accept"\\} (\\d+)$`, "m").exec(text);
+        return m ? Number(m[1]) : undefined;
+      };
+      const before = await scrape();
+      const units = gauge(before, "handsafe_group_commit_units")!;
+      const batches = gauge(before, "handsafe_group_commit_batches")!;
+      await Promise.all(
+        ["+447911123470", "+447911123471", "+447911123472"].map((n) => send(n, { type: "text", text: "m" })),
+      );
+      const after = await scrape();
+      expect(gauge(after, "handsafe_group_commit_units")).toBe(units + 3);
+      // Three at once share one or more batches, never more than three.
+      const more = gauge(after, "handsafe_group_commit_batches")! - batches;
+      expect(more).toBeGreaterThanOrEqual(1);
+      expect(more).toBeLessThanOrEqual(3);
+      expect(gauge(after, "handsafe_group_commit_retries")).toBe(0);
+      if (kind === "sqlite") expect(after).toMatch(/^handsafe_sqlite_wal_restarts \d+$/m);
+      else expect(after).not.toContain("handsafe_sqlite_wal_restarts");
+    });
+
     it("no plaintext anywhere: not in any column of any table, not in any file of the server", async () => {
       const folders = [t.dataDir, t.server.platform.config.blobDir];
       if (kind === "sqlite")

@@ -27,6 +27,8 @@ export type DatabaseDialect = "sqlite" | "postgres";
 export interface Database<DB = any> {
   readonly db: Kysely<DB>;
   readonly dialect: DatabaseDialect;
+  /** SQLite with the checkpoint worker: the WAL restarts it forced so far (sqlite-checkpointer.ts). */
+  readonly walRestarts?: () => number;
   close(): Promise<void>;
 }
 
@@ -98,6 +100,7 @@ function openSqlite<DB>(
   return {
     db,
     dialect: "sqlite",
+    ...(checkpointer ? { walRestarts: () => checkpointer.restarts() } : {}),
     close: async () => {
       await checkpointer?.close();
       await db.destroy();

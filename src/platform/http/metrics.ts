@@ -1,5 +1,5 @@
 /** Prometheus metrics: one registry per server instance, so tests can start many servers. */
-import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 export interface Metrics {
   registry: Registry;
@@ -34,4 +34,81 @@ export function createMetrics(): Metrics {
       registers: [registry],
     }),
   };
+}
+
+/**
+ * A gauge read when /metrics is scraped, from counts that another part keeps (the SQLite checkpoint
+ * worker, a group commit): nothing is updated on their hot paths. `read` gives one source's value
+ * for the label set; sources registered under the same name and labels in one registry (two
+ * services on one platform, as tests run them) are added together.
+ */
+export function collectedGauge(
+  registry: Registry,
+  name: string,
+  help: string,
+  labels: Record<string, string>,
+  read: () => number,
+): void {
+  let byName = collected.get(registry);
+  if (byName === undefined) {
+    byName = new Map();
+    collected.set(registry, byName);
+  }
+  let sources = byName.get(name);
+  if (sources === undefined) {
+    const all = new Map<string, Array<() => number>>();
+    sources = all;
+    byName.set(name, all);
+    new Gauge({
+      name,
+      help,
+      labelNames: Object.keys(labels),
+      registers: [registry],
+      collect() {
+        for (const [key, reads] of all)
+          this.set(
+            JSON.parse(key) as Record<string, string>,
+            reads.reduce((sum, r) => sum + r(), 0),
+          );
+      },
+    });
+  }
+  const key = JSON.stringify(labels);
+  sources.set(key, [...(sources.get(key) ?? []), read]);
+}
+
+/** Per registry, per gauge name, per label set: the sources read at each scrape (collectedGauge). */
+const collected = new WeakMap<Registry, Map<string, Map<string, Array<() => number>>>>();
+
+/**
+ * A group commit's counts (db/group-commit.ts) as gauges labelled by `group`: units per batch is how
+ * many callers shared each commit, and retries how often a unit's failure made its batch run again.
+ */
+export function groupCommitMetrics(
+  registry: Registry,
+  group: string,
+  commit: { stats(): { units: number; batches: number; retries: number } },
+): void {
+  const labels = { group };
+  collectedGauge(
+    registry,
+    "handsafe_group_commit_units",
+    "Write units committed through a group commit since start",
+    labels,
+    () => commit.stats().units,
+  );
+  collectedGauge(
+    registry,
+    "handsafe_group_commit_batches",
+    "Batches (database transactions) a group commit ran since start",
+    labels,
+    () => commit.stats().batches,
+  );
+  collectedGauge(
+    registry,
+    "handsafe_group_commit_retries",
+    "Batches run again with a savepoint per unit, because a unit threw",
+    labels,
+    () => commit.stats().retries,
+  );
 }

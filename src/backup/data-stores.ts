@@ -13,10 +13,29 @@
  * `commit()` swaps the folders — `<root>` → `<root>.old-…`, staging → `<root>`, then the old one is
  * removed. A crash between the two renames leaves `<root>` missing and the old folder intact; the next
  * `FolderDataStores` use puts it back (`recover()`), so the stores are always the old state or the new.
+ *
+ * The staging folder starts as `<root>` with every file hard-linked, not copied (a copy only where the
+ * file system refuses a link), so restoring a few items next to many gigabytes of kept files costs a
+ * link per file, not a copy of the gigabytes. That is safe because no file is ever written in place:
+ * every write here makes a new file and renames it over the old path (`replaceFile`), so the inode
+ * that a staging folder shares with `<root>` is never changed, only unlinked from one of them.
  */
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { cp, mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import {
+  copyFile,
+  cp,
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  utimes,
+} from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
@@ -118,7 +137,7 @@ async function walk(dir: string, prefix: string, out: Array<{ path: string; file
     const file = join(dir, e.name);
     const path = `${prefix}/${e.name}`;
     if (e.isDirectory()) await walk(file, path, out);
-    else if (e.isFile()) out.push({ path, file });
+    else if (e.isFile() && !isPartial(e.name)) out.push({ path, file });
   }
 }
 
@@ -197,13 +216,13 @@ export class FolderDataStores implements DataStores {
     await mkdir(this.root, { recursive: true });
     const records = await readRecords(this.root, kind);
     Object.assign(records, entries);
-    await writeFile(recordsFile(this.root, kind), recordsJson(records));
+    await replaceFile(recordsFile(this.root, kind), once(utf8(recordsJson(records))));
   }
 
   async deleteRecord(kind: RecordKind, id: string): Promise<void> {
     const records = await readRecords(this.root, kind);
     delete records[id];
-    await writeFile(recordsFile(this.root, kind), recordsJson(records));
+    await replaceFile(recordsFile(this.root, kind), once(utf8(recordsJson(records))));
   }
 
   async getRecord(kind: RecordKind, id: string): Promise<JsonValue | undefined> {
@@ -214,7 +233,7 @@ export class FolderDataStores implements DataStores {
   async writeFile(path: string, data: Uint8Array | AsyncIterable<Uint8Array>): Promise<void> {
     const parsed = parseItemPath(path);
     if (parsed.kind !== "files" && parsed.kind !== "appdata") throw invalidPath(path, "not a file path");
-    await writeStreamed(
+    await replaceFile(
       join(this.root, parsed.kind, ...parsed.segments),
       data instanceof Uint8Array ? once(data) : data,
     );
@@ -274,7 +293,7 @@ export class FolderDataStores implements DataStores {
       () => true,
       () => false,
     );
-    if (rootExists) await cp(this.root, staging, { recursive: true, preserveTimestamps: true });
+    if (rootExists) await linkTree(this.root, staging);
     else await mkdir(staging);
     for (const kind of new Set(options.replace ?? [])) {
       const records = (RECORD_KINDS as readonly string[]).includes(kind);
@@ -304,7 +323,7 @@ export class FolderDataStores implements DataStores {
         const parsed = parseItemPath(path);
         if (parsed.kind === "files" || parsed.kind === "appdata") {
           const file = join(staging, parsed.kind, ...parsed.segments);
-          await writeStreamed(file, data);
+          await replaceFile(file, data);
           if (meta.modifiedAt !== undefined) {
             const when = new Date(meta.modifiedAt);
             if (!Number.isNaN(when.getTime())) await utimes(file, when, when);
@@ -315,7 +334,8 @@ export class FolderDataStores implements DataStores {
       },
       async commit() {
         checkOpen();
-        for (const [kind, m] of records) await writeFile(recordsFile(staging, kind), recordsJson(m));
+        for (const [kind, m] of records)
+          await replaceFile(recordsFile(staging, kind), once(utf8(recordsJson(m))));
         const old = `${root}.old-${suffix}`;
         // Two renames: between them <root> is missing and recover() restores the old one.
         if (
@@ -340,12 +360,15 @@ export class FolderDataStores implements DataStores {
 }
 
 /**
- * Streams `data` into a new file in writes of 1 MiB, one in flight while the next is gathered (so a
- * few MiB in memory at most).
+ * Streams `data` into a new file beside `file` in writes of 1 MiB, one in flight while the next is
+ * gathered (so a few MiB in memory at most), then renames it over `file`: the old file's inode,
+ * which a staging folder may share (linkTree), is never written, and a write cut short leaves the
+ * old file whole (the temporary one is removed).
  */
-async function writeStreamed(file: string, data: AsyncIterable<Uint8Array>): Promise<void> {
+async function replaceFile(file: string, data: AsyncIterable<Uint8Array>): Promise<void> {
   await mkdir(dirname(file), { recursive: true });
-  const handle = await open(file, "w");
+  const temp = join(dirname(file), `${PARTIAL_PREFIX}${randomBytes(6).toString("hex")}`);
+  const handle = await open(temp, "wx");
   const writeAt = async (bytes: Uint8Array, position: number) => {
     for (let at = 0; at < bytes.length; ) {
       const { bytesWritten } = await handle.write(bytes, at, bytes.length - at, position + at);
@@ -355,11 +378,54 @@ async function writeStreamed(file: string, data: AsyncIterable<Uint8Array>): Pro
   const behind = new WriteBehind(writeAt, 0);
   try {
     try {
-      for await (const chunk of data) await behind.write(chunk);
+      try {
+        for await (const chunk of data) await behind.write(chunk);
+      } finally {
+        await behind.settle();
+      }
     } finally {
-      await behind.settle();
+      await handle.close();
     }
-  } finally {
-    await handle.close();
+    await rename(temp, file);
+  } catch (e) {
+    await rm(temp, { force: true });
+    throw e;
   }
+}
+
+/**
+ * A file being written (replaceFile) until its rename: never an item (walk), never carried into a
+ * staging folder (linkTree), so one that a crash left behind is gone after the next restore.
+ */
+const PARTIAL_PREFIX = ".handsafe-partial-";
+const isPartial = (name: string) => /^\.handsafe-partial-[0-9a-f]{12}$/.test(name);
+
+/** Link errors after which a file is copied instead: another device, no hard links, too many links. */
+const NO_LINK = new Set(["EXDEV", "EPERM", "ENOTSUP", "EOPNOTSUPP", "EMLINK", "ENOSYS"]);
+
+/**
+ * `dst` as a copy of the folder `src` whose files are hard links to `src`'s (copies where a link is
+ * refused); folders are made anew with `src`'s times, and anything else (a symbolic link) is copied
+ * as it is.
+ */
+async function linkTree(src: string, dst: string): Promise<void> {
+  await mkdir(dst);
+  for (const entry of await readdir(src, { withFileTypes: true })) {
+    if (isPartial(entry.name)) continue;
+    const from = join(src, entry.name);
+    const to = join(dst, entry.name);
+    if (entry.isDirectory()) await linkTree(from, to);
+    else if (entry.isFile()) {
+      try {
+        await link(from, to);
+      } catch (e) {
+        if (!NO_LINK.has((e as { code?: string }).code ?? "")) throw e;
+        await copyFile(from, to);
+        const info = await stat(from);
+        await utimes(to, info.atime, info.mtime);
+      }
+    } else await cp(from, to, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+  }
+  const info = await lstat(src);
+  await utimes(dst, info.atime, info.mtime);
 }

@@ -747,6 +747,52 @@ describe("the folder data stores' atomic restore", () => {
     expect(readdirSync(d)).toEqual(["data"]);
   });
 
+  it("stages by hard links: a file the restore keeps is the same file after the commit, not a copy", async () => {
+    const { root, stores } = await fresh();
+    const kept = statSync(join(root, "files", "x.txt"));
+    const staging = await stores.stage();
+    await staging.write("files/y.txt", bytes("new"));
+    await staging.commit();
+    const after = statSync(join(root, "files", "x.txt"));
+    expect(after.ino).toBe(kept.ino);
+    expect(after.mtimeMs).toBe(kept.mtimeMs);
+    expect(readFileSync(join(root, "files", "y.txt"), "utf8")).toBe("new");
+  });
+
+  it("what staging overwrites is never written in place: the originals keep their bytes through abort and commit", async () => {
+    const { d, root, stores } = await fresh();
+    // Second names for the originals' inodes: an in-place write through staging's links would show here.
+    const { linkSync } = await import("node:fs");
+    linkSync(join(root, "files", "x.txt"), join(d, "x.keep"));
+    linkSync(join(root, "contacts.json"), join(d, "contacts.keep"));
+    const originals = {
+      x: readFileSync(join(d, "x.keep"), "utf8"),
+      c: readFileSync(join(d, "contacts.keep"), "utf8"),
+    };
+    for (const end of ["abort", "commit"] as const) {
+      const staging = await stores.stage();
+      await staging.write("files/x.txt", bytes(`overwritten before ${end}`));
+      await staging.write("contacts/a", bytes('{"n":9}'));
+      await staging[end]();
+      expect(readFileSync(join(d, "x.keep"), "utf8")).toBe(originals.x);
+      expect(readFileSync(join(d, "contacts.keep"), "utf8")).toBe(originals.c);
+    }
+    expect(readFileSync(join(root, "files", "x.txt"), "utf8")).toBe("overwritten before commit");
+    expect(await stores.getRecord("contacts", "a")).toEqual({ n: 9 });
+  });
+
+  it("a write cut short leaves the old file whole and no partial file behind", async () => {
+    const { root, stores } = await fresh();
+    async function* failing() {
+      yield new TextEncoder().encode("half of it");
+      throw new Error("source gone");
+    }
+    await expect(stores.writeFile("files/x.txt", failing())).rejects.toThrow("source gone");
+    expect(readFileSync(join(root, "files", "x.txt"), "utf8")).toBe("old");
+    expect(readdirSync(join(root, "files"))).toEqual(["x.txt"]);
+    expect((await stores.list()).map((i) => i.path)).toEqual(["contacts/a", "files/x.txt"]);
+  });
+
   it("refuses item paths that would leave the store", async () => {
     const { stores } = await fresh();
     const staging = await stores.stage();

@@ -56,8 +56,11 @@ const RSS_CEILING_MIB = 128;
  * up to twice as long as the next (age and ours alike), which left one warm run each with two.
  */
 const ROUNDS = 3;
-/** Page cache the runs below grow into at most (source, blobs, outputs), touched once first. */
-const WARM_UP_GIB = 6;
+/**
+ * Memory touched (as page cache) just before each run: one run grows the page cache by about 1 GiB
+ * (its output or blob), so 2 GiB leaves it no memory that sat unused for long (touchPageCache).
+ */
+const TOUCH_GIB = 2;
 const CHILD = join(import.meta.dirname, "backup-child.ts");
 
 function writeBigFile(file: string): void {
@@ -74,9 +77,13 @@ function writeBigFile(file: string): void {
 }
 
 /**
- * Writes and deletes `GiB` GiB once before anything is timed. On a virtual machine the first use of
- * a page of guest memory costs the host a fault; without this, whichever run first grows the page
- * cache into fresh memory (its output file's pages) runs slower than the same work a minute later.
+ * Writes and deletes `GiB` GiB, untimed, just before each run. On these virtual machines memory that
+ * the guest freed and left unused for a while costs much more to use again, and it is the system
+ * CPU of whoever touches it first that pays: without this, our sealing's first run after the start
+ * took 2.1 s (0.5 s of system CPU) and the runs after it 3.4–3.5 s (3.2–3.5 s of system CPU, the
+ * user CPU unchanged), and a second pass of this bench in the same process reported 0.27 instead of
+ * 0.43 for the seal into the store — `age`'s runs did not slow down alike. One touch at the start
+ * (6 GiB, as before) helped only the run that came right after it.
  */
 function touchPageCache(dir: string, GiB: number): void {
   const file = join(dir, "warm-up.bin");
@@ -159,7 +166,6 @@ export async function benchBackup(): Promise<BenchResult[]> {
         HANDSAFE_RATE_LIMIT: "0",
       }),
     });
-    touchPageCache(tmp, WARM_UP_GIB);
     const dataDir = join(tmp, "data");
     mkdirSync(join(dataDir, "files"), { recursive: true });
     const file = join(dataDir, "files", "big.bin");
@@ -197,11 +203,12 @@ export async function benchBackup(): Promise<BenchResult[]> {
     let restore: ChildOutput | undefined;
     const worst = (a: ChildOutput | undefined, b: ChildOutput): ChildOutput =>
       a === undefined ? b : { ...b, maxRssBytes: Math.max(a.maxRssBytes, b.maxRssBytes) };
-    // Each run starts with nothing dirty in the page cache (a global `sync`, untimed), so none pays
-    // for the write-back of what another wrote before it.
+    // Each run starts on memory just touched (touchPageCache) and with nothing dirty in the page
+    // cache (a global `sync`), both untimed, so none pays for what ran before it.
     const settled =
       <T>(measure: () => Promise<T>) =>
       async () => {
+        touchPageCache(tmp, TOUCH_GIB);
         await run("sync", []);
         return measure();
       };

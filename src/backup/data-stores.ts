@@ -19,6 +19,9 @@
  * link per file, not a copy of the gigabytes. That is safe because no file is ever written in place:
  * every write here makes a new file and renames it over the old path (`replaceFile`), so the inode
  * that a staging folder shares with `<root>` is never changed, only unlinked from one of them.
+ * Before the swap, every file the restore wrote and every folder of the staging tree is flushed to
+ * disk, and the parent folder after it: the old folder is removed right after the swap, so a power
+ * cut must find the new one whole.
  */
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
@@ -311,6 +314,8 @@ export class FolderDataStores implements DataStores {
       }
       return m;
     };
+    /** The files this restore wrote into the staging folder: flushed to disk before the swap. */
+    const written: string[] = [];
     let state: "open" | "committed" | "aborted" = "open";
     const checkOpen = () => {
       if (state !== "open")
@@ -324,6 +329,7 @@ export class FolderDataStores implements DataStores {
         if (parsed.kind === "files" || parsed.kind === "appdata") {
           const file = join(staging, parsed.kind, ...parsed.segments);
           await replaceFile(file, data);
+          written.push(file);
           if (meta.modifiedAt !== undefined) {
             const when = new Date(meta.modifiedAt);
             if (!Number.isNaN(when.getTime())) await utimes(file, when, when);
@@ -334,8 +340,14 @@ export class FolderDataStores implements DataStores {
       },
       async commit() {
         checkOpen();
-        for (const [kind, m] of records)
+        for (const [kind, m] of records) {
           await replaceFile(recordsFile(staging, kind), once(utf8(recordsJson(m))));
+          written.push(recordsFile(staging, kind));
+        }
+        // Durable before the swap: the old folder goes right after it, so a power cut must find
+        // the new one whole — every file written here, and every folder's entries (the links).
+        await eachAtMost(FLUSHES_AT_ONCE, written, (file) => flush(file, "data"));
+        await eachAtMost(FLUSHES_AT_ONCE, await foldersOf(staging), (dir) => flush(dir, "all"));
         const old = `${root}.old-${suffix}`;
         // Two renames: between them <root> is missing and recover() restores the old one.
         if (
@@ -347,6 +359,7 @@ export class FolderDataStores implements DataStores {
         )
           await rename(root, old);
         await rename(staging, root);
+        await flush(dirname(root), "all");
         state = "committed";
         await rm(old, { recursive: true, force: true });
       },
@@ -391,6 +404,47 @@ async function replaceFile(file: string, data: AsyncIterable<Uint8Array>): Promi
     await rm(temp, { force: true });
     throw e;
   }
+}
+
+/** fsyncs in flight at once at a commit (each waits on the disk on a thread-pool thread). */
+const FLUSHES_AT_ONCE = 4;
+
+/** fdatasync of a file ("data"), or fsync ("all": a folder's entries); refused fsync on a folder is skipped. */
+async function flush(path: string, what: "data" | "all"): Promise<void> {
+  const handle = await open(path, "r");
+  try {
+    if (what === "data") await handle.datasync();
+    else
+      await handle.sync().catch((e: unknown) => {
+        // Some platforms cannot fsync a folder (EISDIR, EINVAL, EPERM): nothing more to do there.
+        if (!["EISDIR", "EINVAL", "EPERM", "EBADF"].includes((e as { code?: string }).code ?? "")) throw e;
+      });
+  } finally {
+    await handle.close();
+  }
+}
+
+/** `dir` and every folder below it. */
+async function foldersOf(dir: string): Promise<string[]> {
+  const out = [dir];
+  for (const entry of await readdir(dir, { withFileTypes: true }))
+    if (entry.isDirectory()) out.push(...(await foldersOf(join(dir, entry.name))));
+  return out;
+}
+
+/** `work` for each item, at most `limit` at a time; the first failure is thrown once all settled. */
+async function eachAtMost<T>(
+  limit: number,
+  items: readonly T[],
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await work(items[next++]!);
+  });
+  const results = await Promise.allSettled(lanes);
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
 }
 
 /**

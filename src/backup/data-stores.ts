@@ -25,24 +25,12 @@
  */
 import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import {
-  copyFile,
-  cp,
-  link,
-  lstat,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  stat,
-  utimes,
-} from "node:fs/promises";
+import { cp, link, lstat, mkdir, open, readdir, readFile, rename, rm, stat, utimes } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { fromUtf8, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
 import { WriteBehind } from "../core/streams.ts";
+import { syncFileData, syncFolder } from "../handset/durable-fs.ts";
 import type { DataStores, StagingWriter, StoredItem } from "./data-store-types.ts";
 import type { ItemKind } from "./selection.ts";
 
@@ -346,8 +334,8 @@ export class FolderDataStores implements DataStores {
         }
         // Durable before the swap: the old folder goes right after it, so a power cut must find
         // the new one whole — every file written here, and every folder's entries (the links).
-        await eachAtMost(FLUSHES_AT_ONCE, written, (file) => flush(file, "data"));
-        await eachAtMost(FLUSHES_AT_ONCE, await foldersOf(staging), (dir) => flush(dir, "all"));
+        await eachAtMost(FLUSHES_AT_ONCE, written, syncFileData);
+        await eachAtMost(FLUSHES_AT_ONCE, await foldersOf(staging), syncFolder);
         const old = `${root}.old-${suffix}`;
         // Two renames: between them <root> is missing and recover() restores the old one.
         if (
@@ -359,7 +347,7 @@ export class FolderDataStores implements DataStores {
         )
           await rename(root, old);
         await rename(staging, root);
-        await flush(dirname(root), "all");
+        await syncFolder(dirname(root));
         state = "committed";
         await rm(old, { recursive: true, force: true });
       },
@@ -391,13 +379,9 @@ async function replaceFile(file: string, data: AsyncIterable<Uint8Array>): Promi
   const behind = new WriteBehind(writeAt, 0);
   try {
     try {
-      try {
-        for await (const chunk of data) await behind.write(chunk);
-      } finally {
-        await behind.settle();
-      }
+      for await (const chunk of data) await behind.write(chunk);
     } finally {
-      await handle.close();
+      await behind.settle().finally(() => handle.close());
     }
     await rename(temp, file);
   } catch (e) {
@@ -406,23 +390,11 @@ async function replaceFile(file: string, data: AsyncIterable<Uint8Array>): Promi
   }
 }
 
-/** fsyncs in flight at once at a commit (each waits on the disk on a thread-pool thread). */
+/**
+ * fsyncs in flight at once at a commit, each waiting on the disk on a thread-pool thread: a commit
+ * of 500 small files in 20 folders took 86–107 ms with 4, 154–174 ms one at a time.
+ */
 const FLUSHES_AT_ONCE = 4;
-
-/** fdatasync of a file ("data"), or fsync ("all": a folder's entries); refused fsync on a folder is skipped. */
-async function flush(path: string, what: "data" | "all"): Promise<void> {
-  const handle = await open(path, "r");
-  try {
-    if (what === "data") await handle.datasync();
-    else
-      await handle.sync().catch((e: unknown) => {
-        // Some platforms cannot fsync a folder (EISDIR, EINVAL, EPERM): nothing more to do there.
-        if (!["EISDIR", "EINVAL", "EPERM", "EBADF"].includes((e as { code?: string }).code ?? "")) throw e;
-      });
-  } finally {
-    await handle.close();
-  }
-}
 
 /** `dir` and every folder below it. */
 async function foldersOf(dir: string): Promise<string[]> {
@@ -452,15 +424,16 @@ async function eachAtMost<T>(
  * staging folder (linkTree), so one that a crash left behind is gone after the next restore.
  */
 const PARTIAL_PREFIX = ".handsafe-partial-";
-const isPartial = (name: string) => /^\.handsafe-partial-[0-9a-f]{12}$/.test(name);
+const isPartial = (name: string) =>
+  name.startsWith(PARTIAL_PREFIX) && /^[0-9a-f]{12}$/.test(name.slice(PARTIAL_PREFIX.length));
 
 /** Link errors after which a file is copied instead: another device, no hard links, too many links. */
 const NO_LINK = new Set(["EXDEV", "EPERM", "ENOTSUP", "EOPNOTSUPP", "EMLINK", "ENOSYS"]);
 
 /**
- * `dst` as a copy of the folder `src` whose files are hard links to `src`'s (copies where a link is
- * refused); folders are made anew with `src`'s times, and anything else (a symbolic link) is copied
- * as it is.
+ * `dst` as a copy of the folder `src` whose files are hard links to `src`'s; folders are made anew
+ * with `src`'s times, and a file the file system will not link, or anything else (a symbolic link),
+ * is copied as it is.
  */
 async function linkTree(src: string, dst: string): Promise<void> {
   await mkdir(dst);
@@ -468,17 +441,21 @@ async function linkTree(src: string, dst: string): Promise<void> {
     if (isPartial(entry.name)) continue;
     const from = join(src, entry.name);
     const to = join(dst, entry.name);
-    if (entry.isDirectory()) await linkTree(from, to);
-    else if (entry.isFile()) {
-      try {
-        await link(from, to);
-      } catch (e) {
-        if (!NO_LINK.has((e as { code?: string }).code ?? "")) throw e;
-        await copyFile(from, to);
-        const info = await stat(from);
-        await utimes(to, info.atime, info.mtime);
-      }
-    } else await cp(from, to, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+    if (entry.isDirectory()) {
+      await linkTree(from, to);
+      continue;
+    }
+    if (entry.isFile()) {
+      const linked = await link(from, to).then(
+        () => true,
+        (e: unknown) => {
+          if (NO_LINK.has((e as { code?: string }).code ?? "")) return false;
+          throw e;
+        },
+      );
+      if (linked) continue;
+    }
+    await cp(from, to, { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
   }
   const info = await lstat(src);
   await utimes(dst, info.atime, info.mtime);

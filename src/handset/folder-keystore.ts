@@ -34,6 +34,7 @@ import { join } from "node:path";
 import { fromBase64url, toBase64url } from "../core/codec/base64url.ts";
 import { concatBytes, fromHex, fromUtf8, toHex, utf8 } from "../core/codec/bytes.ts";
 import { HandsafeError } from "../core/errors.ts";
+import { syncFolder } from "./durable-fs.ts";
 import { checkEntryName, checkEntryValue, type Keystore } from "./keystore.ts";
 
 export const KEYSTORE_FORMAT = "handsafe-keystore";
@@ -334,11 +335,6 @@ async function writeFileAtomic(dir: string, file: string, data: Uint8Array): Pro
     await unlink(tmp).catch(() => undefined);
     throw e;
   }
-  // Make the rename itself durable; not every platform lets a folder be fsynced.
-  const folder = await open(dir, "r").catch(() => undefined);
-  if (folder)
-    await folder
-      .sync()
-      .catch(() => undefined)
-      .finally(() => folder.close());
+  // Make the rename itself durable.
+  await syncFolder(dir);
 }

@@ -13,6 +13,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { HandsafeError } from "../core/errors.ts";
+import { syncFolder } from "../handset/durable-fs.ts";
 import type { PartialStore } from "./download.ts";
 import {
   checkSlotName,
@@ -31,17 +32,6 @@ import {
 
 const STATE_FILE = "slots.json";
 let tempCounter = 0;
-
-async function syncDir(dir: string): Promise<void> {
-  const fd = await open(dir, "r");
-  try {
-    await fd.sync();
-  } catch {
-    // Some file systems cannot flush a directory; the rename is still atomic there.
-  } finally {
-    await fd.close();
-  }
-}
 
 /** Replaces `path` with `data` atomically. */
 async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
@@ -122,7 +112,7 @@ export class FolderSlotStore implements SlotStore {
       state.slots[slot] = { version: img.version, sha256: d.hex(), length: d.length };
     }
     await writeAtomic(join(dir, STATE_FILE), JSON.stringify(state, null, 2));
-    await syncDir(dir);
+    await syncFolder(dir);
     return new FolderSlotStore(dir, state, check);
   }
 
@@ -135,7 +125,7 @@ export class FolderSlotStore implements SlotStore {
       const next = fn(this.#state);
       if (next === this.#state) return;
       await writeAtomic(join(this.dir, STATE_FILE), JSON.stringify(next, null, 2));
-      await syncDir(this.dir);
+      await syncFolder(this.dir);
       this.#state = next;
     });
     this.#queue = run.catch(() => undefined);
@@ -189,7 +179,7 @@ export class FolderSlotStore implements SlotStore {
             return { ...s, slots };
           });
           await rename(tmp, this.#path(slot));
-          await syncDir(this.dir);
+          await syncFolder(this.dir);
         } catch (e) {
           await rm(tmp, { force: true });
           throw e;

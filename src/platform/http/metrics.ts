@@ -39,8 +39,8 @@ export function createMetrics(): Metrics {
 /**
  * A gauge read when /metrics is scraped, from counts that another part keeps (the SQLite checkpoint
  * worker, a group commit): nothing is updated on their hot paths. `read` gives one source's value
- * for the label set; sources registered under the same name and labels in one registry (two
- * services on one platform, as tests run them) are added together.
+ * for its labels; sources with the same name and labels in one registry (two services on one
+ * platform, as tests run them) are added together.
  */
 export function collectedGauge(
   registry: Registry,
@@ -49,14 +49,11 @@ export function collectedGauge(
   labels: Record<string, string>,
   read: () => number,
 ): void {
-  let byName = collected.get(registry);
-  if (byName === undefined) {
-    byName = new Map();
-    collected.set(registry, byName);
-  }
+  const byName = collected.get(registry) ?? new Map<string, Source[]>();
+  collected.set(registry, byName);
   let sources = byName.get(name);
   if (sources === undefined) {
-    const all = new Map<string, Array<() => number>>();
+    const all: Source[] = [];
     sources = all;
     byName.set(name, all);
     new Gauge({
@@ -65,20 +62,21 @@ export function collectedGauge(
       labelNames: Object.keys(labels),
       registers: [registry],
       collect() {
-        for (const [key, reads] of all)
-          this.set(
-            JSON.parse(key) as Record<string, string>,
-            reads.reduce((sum, r) => sum + r(), 0),
-          );
+        this.reset();
+        for (const s of all) this.inc(s.labels, s.read());
       },
     });
   }
-  const key = JSON.stringify(labels);
-  sources.set(key, [...(sources.get(key) ?? []), read]);
+  sources.push({ labels, read });
 }
 
-/** Per registry, per gauge name, per label set: the sources read at each scrape (collectedGauge). */
-const collected = new WeakMap<Registry, Map<string, Map<string, Array<() => number>>>>();
+interface Source {
+  labels: Record<string, string>;
+  read: () => number;
+}
+
+/** Per registry, per gauge name: the sources read at each scrape (collectedGauge). */
+const collected = new WeakMap<Registry, Map<string, Source[]>>();
 
 /**
  * A group commit's counts (db/group-commit.ts) as gauges labelled by `group`: units per batch is how

@@ -52,9 +52,8 @@ const MiB = 1024 * 1024;
 const SIZE = 1024 * MiB;
 const RSS_CEILING_MIB = 128;
 /**
- * Runs of each measurement; the best of them is reported (peak RSS: the worst). Three: the first
- * run of each kind here often writes into memory the machine has not touched for a while and runs
- * up to twice as long as the next (age and ours alike), which left one warm run each with two.
+ * Runs of each measurement; the best of them is reported (peak RSS: the worst). Three: on this
+ * shared machine one run of `age` alone can take twice as long as the next, ours alike.
  */
 const ROUNDS = 3;
 /**

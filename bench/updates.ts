@@ -226,13 +226,7 @@ async function benchVerification(): Promise<BenchResult[]> {
       }),
   });
   await store.clear();
-  const vs = (
-    name: string,
-    ms: number,
-    ceilingName: string,
-    ceilingMs: number,
-    aim?: BenchResult["aim"],
-  ): BenchResult => {
+  const vs = (name: string, ms: number, ceilingName: string, ceilingMs: number): BenchResult => {
     const value = mbPerSecond(bytes, ms);
     const ceiling = mbPerSecond(bytes, ceilingMs);
     return {
@@ -241,19 +235,20 @@ async function benchVerification(): Promise<BenchResult[]> {
       unit: "MB/s",
       ceiling: { name: ceilingName, value: ceiling },
       ratio: value / ceiling,
-      ...(aim ? { aim } : {}),
     };
   };
   const bare = mbPerSecond(bytes, pipelineBest.bare);
   const pipeline = mbPerSecond(bytes, pipelineBest.pipeline);
   return [
-    vs(
-      "verify 256 MiB download: downloadTarget (TUF length + SHA-256)",
-      best.download,
-      "node:crypto SHA-256 of the same streamed pieces",
-      best.shaStreamed,
-      { issue: 3, min: 0.9 },
-    ),
+    {
+      ...vs(
+        "verify 256 MiB download: downloadTarget (TUF length + SHA-256)",
+        best.download,
+        "node:crypto SHA-256 of the same streamed pieces",
+        best.shaStreamed,
+      ),
+      aim: { issue: 3, min: 0.9 },
+    },
     vs(
       "verify 256 MiB: createTargetVerifier alone, in a plain loop",
       best.verifier,
